@@ -1,0 +1,102 @@
+"""Scanning a Pushshift .zst dump with --match, against `zstd -dc FILE | grep -ci TERM`.
+
+Generates a Pushshift-shaped comments dump (RC_ NDJSON with the usual keys, compressed
+with a 2 GiB window like the real monthly dumps) in which the brand appears on about
+1% of lines, then times, in the same run:
+
+- ``zstd -dc FILE | grep -ci TERM`` (decompress and count, nothing else);
+- ``stormwatch replay FILE --match TERM --rules rules/default.yaml`` (decompress, find,
+  parse, match, score, detect and store every mention of the brand).
+
+Bar: the replay within 2x of the zstd|grep pipeline.
+
+    python benchmarks/scan.py                      # 1,000,000 lines
+    python benchmarks/scan.py --lines 3000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import time
+
+import orjson
+import zstandard
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DATA = os.path.join(ROOT, "bench-data")
+WORDS = (
+    "the", "this", "that", "game", "patch", "update", "server", "people", "just", "really",
+    "think", "would", "like", "because", "about", "their", "there", "time", "when", "what",
+    "which", "good", "bad", "never", "always", "again", "weekend", "price", "store", "order",
+    "support", "delivery", "thanks", "lol", "honestly", "pretty",
+)
+
+
+def make_dump(lines: int, term: str, share: float) -> str:
+    path = os.path.join(DATA, f"RC_scan-{lines}.zst")
+    if os.path.exists(path):
+        return path
+    os.makedirs(DATA, exist_ok=True)
+    rnd = random.Random(7)
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=31)
+    cctx = zstandard.ZstdCompressor(compression_params=params)
+    t0 = 1714521600
+    with open(path + ".tmp", "wb") as raw, cctx.stream_writer(raw) as out:
+        for i in range(lines):
+            words = rnd.choices(WORDS, k=rnd.randint(8, 40))
+            if rnd.random() < share:
+                words.insert(rnd.randrange(len(words)), rnd.choice(
+                    (term, term.capitalize(), f"@{term}", term.upper())))
+            sub = rnd.choice(("gaming", "pcmasterrace", "buildapc", "sales", "AskReddit"))
+            link = f"t3_{rnd.randrange(36 ** 6):06x}"
+            cid = f"{i:07x}"
+            out.write(orjson.dumps({
+                "all_awardings": [], "archived": False, "associated_award": None,
+                "author": f"user_{rnd.randrange(200000)}", "author_flair_css_class": None,
+                "author_flair_text": None, "author_fullname": f"t2_{rnd.randrange(10**8):x}",
+                "body": " ".join(words), "controversiality": 0,
+                "created_utc": t0 + i * 2, "distinguished": None, "edited": False,
+                "gilded": 0, "id": cid, "is_submitter": False, "link_id": link,
+                "locked": False, "parent_id": link, "permalink":
+                f"/r/{sub}/comments/{link[3:]}/_/{cid}/", "retrieved_on": t0 + i * 2 + 3600,
+                "score": rnd.randint(-5, 50), "send_replies": True, "stickied": False,
+                "subreddit": sub, "subreddit_id": "t5_2qh03", "subreddit_type": "public",
+                "total_awards_received": 0}) + b"\n")
+    os.rename(path + ".tmp", path)
+    return path
+
+
+def timed(cmd: str | list[str], shell: bool = False) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, shell=shell, capture_output=True, text=True, cwd=ROOT)
+    secs = time.perf_counter() - t0
+    if p.returncode not in (0, 1) or (not shell and p.returncode):
+        sys.exit(f"{cmd} failed ({p.returncode}): {p.stderr[-2000:]}")
+    return secs, p.stdout.strip() or p.stderr.strip().splitlines()[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--term", default="acme")
+    ap.add_argument("--share", type=float, default=0.01)
+    a = ap.parse_args()
+    dump = make_dump(a.lines, a.term, a.share)
+    size = os.path.getsize(dump)
+    g_secs, g_out = timed(f"zstd -dc --long=31 {dump} | grep -ci {a.term}", shell=True)
+    r_secs, _ = timed([sys.executable, "-m", "monitor", "replay", dump, "--match", a.term,
+                       "--rules", os.path.join(ROOT, "rules", "default.yaml"), "--quiet"])
+    print(f"dump                          {dump} ({size / 2**20:.0f} MiB compressed, "
+          f"{a.lines:,} lines)")
+    print(f"zstd -dc | grep -ci {a.term:<8s}  {g_secs:8.2f} s  ({g_out} matching lines)")
+    print(f"stormwatch replay --match     {r_secs:8.2f} s")
+    print(f"replay / zstd|grep            {r_secs / g_secs:8.2f}x  (bar: <= 2.0)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,576 @@
+"""Dump readers: historical mentions from files, streamed, never the whole file in memory.
+
+One entry point, ``read_dump(path)``, yields :class:`~monitor.models.Mention` objects from
+
+- **jsonl** — mention JSONL, the interchange format (DESIGN.md CONTRACT);
+- **pushshift** — Pushshift / Arctic Shift Reddit NDJSON, comments (``RC_``) and
+  submissions (``RS_``);
+- **jetstream** — Bluesky Jetstream frames saved as NDJSON (posts only);
+- **csv** — CSV with a header naming the mention JSONL keys.
+
+Each may be plain, gzip or zstandard (detected from the magic bytes, not the name), or
+``-`` for standard input. The format is detected from the content; ``fmt=`` forces it.
+A bad line is skipped and counted in the :class:`SkipReport` with its reason and place;
+a file that cannot be read to its end (truncated, corrupt) keeps what was read and is
+recorded in ``report.broken``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import io
+import sys
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import orjson
+import zstandard
+
+from monitor.errors import DumpError, UsageError
+from monitor.models import METRIC_KEYS, Mention, TimeFormatError, parse_time, qualify
+
+FORMATS = ("jsonl", "pushshift", "jetstream", "csv")
+CHUNK = 1 << 20
+MAX_LINE = 16 << 20  # a longer line is skipped, not buffered
+ZSTD_MAX_WINDOW = 2**31  # Pushshift / Arctic Shift dumps are compressed with --long=31
+MAX_EXAMPLES = 20
+CLOCK_SKEW = 86400.0  # a Jetstream createdAt further than this from time_us is not trusted
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+@dataclass
+class SkipReport:
+    """What reading cost: lines seen, skipped (with reasons and a few examples), ignored."""
+
+    lines: int = 0
+    skipped: int = 0
+    ignored: int = 0
+    warnings: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    examples: list[tuple[str, int, str]] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)
+
+    def skip(self, path: str, line: int, reason: str, detail: str = "") -> None:
+        self.skipped += 1
+        self._note(path, line, reason, detail)
+
+    def warn(self, path: str, line: int, reason: str, detail: str = "") -> None:
+        self.warnings += 1
+        self._note(path, line, reason, detail)
+
+    def _note(self, path: str, line: int, reason: str, detail: str) -> None:
+        self.by_reason[reason] += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append((path, line, f"{reason}: {detail}" if detail else reason))
+
+
+class Skip(Exception):
+    """This line is not a usable mention; ``reason`` is the short, countable part."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class Ignore(Exception):
+    """This line is valid but not a post (a like, a delete, an identity event...)."""
+
+
+Notes = list[tuple[str, str]]
+Parser = Callable[[dict[str, Any], Notes], Mention]
+
+
+# --------------------------------------------------------------------------- opening
+
+
+def open_dump(path: str) -> tuple[IO[bytes], IO[bytes]]:
+    """(decompressed stream, raw stream) for a path or ``-``; compression from magic bytes."""
+    if path == "-":
+        raw: IO[bytes] = sys.stdin.buffer
+    else:
+        try:
+            raw = open(path, "rb")  # noqa: SIM115 - closed by read_dump
+        except FileNotFoundError:
+            raise UsageError("no such dump file", path=path) from None
+        except OSError as e:
+            raise DumpError(f"cannot open dump: {e.strerror or e}", path=path) from None
+    buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw)  # type: ignore[arg-type]
+    head = buffered.peek(4)[:4]  # type: ignore[attr-defined]
+    if head.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=buffered, mode="rb"), raw
+    if head.startswith(ZSTD_MAGIC):
+        dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+        return dctx.stream_reader(buffered, read_across_frames=True), raw
+    return buffered, raw
+
+
+DECOMPRESS_ERRORS = (zstandard.ZstdError, EOFError, gzip.BadGzipFile, zlib.error, OSError)
+
+
+def _blocks(stream: IO[bytes], path: str, report: SkipReport,
+            on_progress: Callable[[int], None] | None, raw: IO[bytes]) -> Iterator[bytes]:
+    """Blocks of whole lines (each ending in ``\\n`` except maybe the last)."""
+    rest = b""
+    oversized = False
+    while True:
+        try:
+            block = stream.read(CHUNK)
+        except DECOMPRESS_ERRORS as e:
+            report.broken.append(f"{path}: {e}")
+            report.skip(path, report.lines + 1, "truncated or corrupt compressed data",
+                        "the rest of this file is lost; the lines before it were read")
+            return
+        if on_progress is not None:
+            try:
+                on_progress(raw.tell())
+            except (OSError, ValueError):
+                pass
+        if not block:
+            if rest and not oversized:
+                yield rest
+            return
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            if oversized:
+                continue
+            rest += block
+            if len(rest) > MAX_LINE:
+                oversized, rest = True, b""
+            continue
+        head, tail = block[:cut + 1], block[cut + 1:]
+        if oversized:
+            nl = head.find(b"\n")
+            report.lines += 1
+            report.skip(path, report.lines, "line longer than 16 MiB")
+            oversized, head = False, head[nl + 1:]
+        yield rest + head
+        rest = tail
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_dump(path: str, *, fmt: str | None = None, prefilter: list[str] | None = None,
+              report: SkipReport | None = None,
+              on_progress: Callable[[int], None] | None = None) -> Iterator[Mention]:
+    """Stream mentions out of one dump file (or ``-``).
+
+    ``prefilter``: lowercase ASCII literals; a JSON line containing none of them is not
+    parsed (it cannot be in scope). Not used for CSV, whose records may span lines.
+    """
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"unknown dump format {fmt!r}; expected one of: {', '.join(FORMATS)}")
+    report = report if report is not None else SkipReport()
+    stream, raw = open_dump(path)
+    try:
+        blocks = _blocks(stream, path, report, on_progress, raw)
+        first = next(blocks, b"")
+        fmt = fmt or detect_format(first, path)
+        if fmt == "csv":
+            yield from _read_csv(_chain(first, blocks), path, report)
+        else:
+            yield from _read_json_lines(_chain(first, blocks), path, report, PARSERS[fmt],
+                                        prefilter)
+    finally:
+        if raw is not sys.stdin.buffer:
+            raw.close()
+
+
+def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest
+
+
+def detect_format(block: bytes, path: str) -> str:
+    """Guess the format from the first lines: JSON keys decide, anything else is CSV."""
+    saw_json = False
+    for line in block.split(b"\n", 200)[:200]:
+        line = line.strip()
+        if not line:
+            continue
+        if not line.startswith(b"{"):
+            return "jsonl" if saw_json else "csv"
+        saw_json = True
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(obj, dict):
+            continue
+        if "did" in obj and "time_us" in obj and "kind" in obj:
+            return "jetstream"
+        if "created_utc" in obj and ("subreddit" in obj or "link_id" in obj):
+            return "pushshift"
+        return "jsonl"
+    return "jsonl"
+
+
+def _read_json_lines(blocks: Iterator[bytes], path: str, report: SkipReport, parse: Parser,
+                     prefilter: list[str] | None) -> Iterator[Mention]:
+    terms = [t.encode() for t in prefilter] if prefilter else None
+    for block in blocks:
+        base = report.lines
+        n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+        report.lines += n_lines
+        if terms is None:
+            lines: Iterator[tuple[int, bytes]] = enumerate(block.split(b"\n"), base + 1)
+        else:
+            lines = _candidate_lines(block, terms, base)
+        for lineno, line in lines:
+            if not line or line.isspace():
+                continue
+            notes: Notes = []
+            try:
+                obj = orjson.loads(line)
+                if not isinstance(obj, dict):
+                    raise Skip("not a JSON object", f"found {type(obj).__name__}")
+                mention = parse(obj, notes)
+            except orjson.JSONDecodeError as e:
+                report.skip(path, lineno, "invalid JSON", str(e).split(":")[0])
+                continue
+            except Skip as s:
+                report.skip(path, lineno, s.reason, s.detail)
+                continue
+            except Ignore:
+                report.ignored += 1
+                continue
+            for reason, detail in notes:
+                report.warn(path, lineno, reason, detail)
+            yield mention
+
+
+def _candidate_lines(block: bytes, terms: list[bytes], base: int) -> Iterator[tuple[int, bytes]]:
+    """Lines of ``block`` containing any term (ASCII case-insensitive), with line numbers."""
+    low = block.lower()
+    starts: set[int] = set()
+    for term in terms:
+        pos = low.find(term)
+        while pos >= 0:
+            start = low.rfind(b"\n", 0, pos) + 1
+            starts.add(start)
+            end = low.find(b"\n", pos)
+            if end < 0:
+                break
+            pos = low.find(term, end)
+    lineno, counted = base + 1, 0
+    for start in sorted(starts):
+        lineno += block.count(b"\n", counted, start)
+        counted = start
+        end = block.find(b"\n", start)
+        yield lineno, block[start:] if end < 0 else block[start:end]
+
+
+# --------------------------------------------------------------------------- mention JSONL
+
+OPTIONAL_STR = ("author", "url", "title", "topic", "lang")
+
+
+def parse_mention(obj: dict[str, Any], notes: Notes) -> Mention:
+    """A mention JSONL object (CONTRACT) to a Mention; unknown keys go to ``extra``."""
+    source = obj.get("source", "dump")
+    if not isinstance(source, str) or not source:
+        raise Skip("bad 'source'", f"expected a string, found {source!r:.40}")
+    raw_id = _require_id(obj, "id")
+    text = obj.get("text", _MISSING)
+    if text is _MISSING:
+        raise Skip("missing 'text'")
+    if not isinstance(text, str):
+        raise Skip("bad 'text'", f"expected a string, found {type(text).__name__}")
+    created = _require_time(obj, "created_at")
+    mid = qualify(source, raw_id)
+    thread = _optional_id(obj, "thread_id", notes)
+    parent = _optional_id(obj, "parent_id", notes)
+    fields: dict[str, Any] = {}
+    for key in OPTIONAL_STR:
+        value = obj.get(key)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            fields[key] = value
+        else:
+            notes.append((f"bad '{key}' dropped", f"expected a string, found {value!r:.40}"))
+    followers = obj.get("author_followers")
+    if followers is not None:
+        if isinstance(followers, int) and not isinstance(followers, bool) and followers >= 0:
+            fields["author_followers"] = followers
+        else:
+            notes.append(("bad 'author_followers' dropped",
+                          f"expected a whole number, found {followers!r:.40}"))
+    metrics = _metrics(obj.get("metrics"), notes)
+    extra = {k: v for k, v in obj.items() if k not in KNOWN_KEYS}
+    return Mention(id=mid, text=text, created_at=created, source=source,
+                   thread_id=qualify(source, thread) if thread else mid,
+                   parent_id=qualify(source, parent) if parent else None,
+                   metrics=metrics, extra=extra, **fields)
+
+
+KNOWN_KEYS = frozenset(("id", "text", "created_at", "source", "thread_id", "parent_id",
+                        "author_followers", "metrics", *OPTIONAL_STR))
+_MISSING = object()
+
+
+def _require_id(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        raise Skip(f"missing '{key}'")
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        raise Skip(f"bad '{key}'", f"expected a string or number, found {value!r:.40}")
+    return str(value)
+
+
+def _optional_id(obj: dict[str, Any], key: str, notes: Notes) -> str | None:
+    value = obj.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        notes.append((f"bad '{key}' dropped", f"expected a string, found {value!r:.40}"))
+        return None
+    return str(value)
+
+
+def _require_time(obj: dict[str, Any], key: str) -> float:
+    if key not in obj:
+        raise Skip(f"missing '{key}'")
+    try:
+        return parse_time(obj[key])
+    except TimeFormatError as e:
+        raise Skip(f"bad '{key}'", str(e)) from None
+
+
+def _metrics(value: Any, notes: Notes) -> dict[str, int]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        notes.append(("bad 'metrics' dropped", f"expected an object, found {value!r:.40}"))
+        return {}
+    out: dict[str, int] = {}
+    for k, v in value.items():
+        if isinstance(v, int) and not isinstance(v, bool):
+            out[k] = v
+        elif isinstance(v, str) and v.lstrip("-").isdigit():
+            out[k] = int(v)
+        else:
+            notes.append((f"bad 'metrics.{k}' dropped", f"expected a whole number, found {v!r:.40}"))
+    return out
+
+
+# --------------------------------------------------------------------------- Pushshift
+
+DELETED = frozenset(("[deleted]", "[removed]"))
+REDDIT = "reddit"
+
+
+def parse_pushshift(obj: dict[str, Any], notes: Notes) -> Mention:
+    """A Pushshift / Arctic Shift comment (``RC_``) or submission (``RS_``).
+
+    Comment: thread = ``link_id`` (the submission), parent = ``parent_id``.
+    Submission: title + selftext, thread = its own fullname ``t3_<id>``.
+    ``[deleted]`` authors become unknown; deleted or removed bodies carry no text.
+    """
+    is_comment = "body" in obj or "link_id" in obj
+    kind = "t1" if is_comment else "t3"
+    raw_id = obj.get("name") or obj.get("id")
+    if not isinstance(raw_id, str) or not raw_id:
+        raise Skip("missing 'id'")
+    fullname = raw_id if raw_id.startswith(kind + "_") else f"{kind}_{raw_id}"
+    if "created_utc" not in obj:
+        raise Skip("missing 'created_utc'")
+    try:
+        created = parse_time(obj["created_utc"])
+    except TimeFormatError as e:
+        raise Skip("bad 'created_utc'", str(e)) from None
+    author = obj.get("author")
+    author = author if isinstance(author, str) and author not in DELETED else None
+    permalink = obj.get("permalink")
+    url = f"https://www.reddit.com{permalink}" if isinstance(permalink, str) and permalink \
+        else None
+    metrics: dict[str, int] = {}
+    score = obj.get("score")
+    if isinstance(score, int) and not isinstance(score, bool):
+        metrics["score"] = score
+    extra: dict[str, Any] = {}
+    if isinstance(obj.get("subreddit"), str):
+        extra["subreddit"] = obj["subreddit"]
+    mid = f"{REDDIT}:{fullname}"
+    if is_comment:
+        body = obj.get("body")
+        if not isinstance(body, str) or body in DELETED:
+            raise Ignore
+        link = obj.get("link_id")
+        if not isinstance(link, str) or not link:
+            raise Skip("missing 'link_id'", "a comment needs its submission")
+        parent = obj.get("parent_id")
+        return Mention(id=mid, text=body, created_at=created, source=REDDIT,
+                       thread_id=f"{REDDIT}:{link if link.startswith('t3_') else 't3_' + link}",
+                       parent_id=f"{REDDIT}:{parent}" if isinstance(parent, str) and parent
+                       else None, author=author, url=url, metrics=metrics, extra=extra)
+    title = obj.get("title")
+    if not isinstance(title, str):
+        raise Skip("missing 'title'", "a submission needs a title")
+    selftext = obj.get("selftext")
+    text = selftext if isinstance(selftext, str) and selftext not in DELETED else ""
+    comments = obj.get("num_comments")
+    if isinstance(comments, int) and not isinstance(comments, bool):
+        metrics["replies"] = comments
+    return Mention(id=mid, text=text, title=title, created_at=created, source=REDDIT,
+                   thread_id=mid, author=author, url=url, metrics=metrics, extra=extra)
+
+
+# --------------------------------------------------------------------------- Jetstream
+
+POST = "app.bsky.feed.post"
+BLUESKY = "bluesky"
+
+
+def parse_jetstream(obj: dict[str, Any], notes: Notes) -> Mention:
+    """A Jetstream frame: ``{did, time_us, kind, commit: {operation, collection, rkey,
+    record, cid}}``. Only created posts are mentions; everything else is ignored.
+
+    id = the post's at-URI; thread = ``record.reply.root.uri`` or the post itself.
+    """
+    if obj.get("kind") != "commit":
+        raise Ignore
+    commit = obj.get("commit")
+    if not isinstance(commit, dict):
+        raise Skip("missing 'commit'")
+    if commit.get("collection") != POST or commit.get("operation") != "create":
+        raise Ignore
+    did, rkey, record = obj.get("did"), commit.get("rkey"), commit.get("record")
+    if not isinstance(did, str) or not did.startswith("did:"):
+        raise Skip("bad 'did'", f"expected a DID, found {did!r:.40}")
+    if not isinstance(rkey, str) or not rkey:
+        raise Skip("missing 'commit.rkey'")
+    if not isinstance(record, dict):
+        raise Skip("missing 'commit.record'")
+    text = record.get("text")
+    if not isinstance(text, str):
+        raise Skip("bad 'commit.record.text'", "a post needs text")
+    created = _jetstream_time(obj.get("time_us"), record.get("createdAt"), notes)
+    uri = f"at://{did}/{POST}/{rkey}"
+    thread = parent = None
+    reply = record.get("reply")
+    if isinstance(reply, dict):
+        root, par = reply.get("root"), reply.get("parent")
+        if isinstance(root, dict) and isinstance(root.get("uri"), str):
+            thread = root["uri"]
+        if isinstance(par, dict) and isinstance(par.get("uri"), str):
+            parent = par["uri"]
+    langs = record.get("langs")
+    lang = langs[0] if isinstance(langs, list) and langs and isinstance(langs[0], str) else None
+    return Mention(id=f"{BLUESKY}:{uri}", text=text, created_at=created, source=BLUESKY,
+                   thread_id=f"{BLUESKY}:{thread}" if thread else "",
+                   parent_id=f"{BLUESKY}:{parent}" if parent else None, author=did,
+                   url=f"https://bsky.app/profile/{did}/post/{rkey}", lang=lang)
+
+
+def _jetstream_time(time_us: Any, created_at: Any, notes: Notes) -> float:
+    """``record.createdAt`` (the author's clock) unless absent, bad or a day off the relay's
+    ``time_us``; then ``time_us``."""
+    seen = time_us / 1e6 if isinstance(time_us, int) and not isinstance(time_us, bool) \
+        else None
+    if isinstance(created_at, str):
+        try:
+            ts = parse_time(created_at)
+        except TimeFormatError:
+            ts = None
+        if ts is not None and (seen is None or abs(ts - seen) <= CLOCK_SKEW):
+            return ts
+        if seen is not None:
+            notes.append(("createdAt untrusted, time_us used",
+                          f"createdAt {created_at[:40]!r} is a day or more off time_us"))
+    if seen is None:
+        raise Skip("missing 'time_us'", "and no usable createdAt")
+    return seen
+
+
+PARSERS: dict[str, Parser] = {"jsonl": parse_mention, "pushshift": parse_pushshift,
+                              "jetstream": parse_jetstream}
+
+
+# --------------------------------------------------------------------------- CSV
+
+CSV_REQUIRED = ("id", "text", "created_at")
+
+
+def _read_csv(blocks: Iterator[bytes], path: str, report: SkipReport) -> Iterator[Mention]:
+    """CSV with a header row naming mention JSONL keys; ``metrics.likes`` style columns (or
+    bare ``likes``, ``score``...) fill ``metrics``; other columns are kept in ``extra``."""
+    csv.field_size_limit(MAX_LINE)
+    reader = csv.reader(_text_lines(blocks, path, report))
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as e:
+        raise DumpError(f"cannot read the CSV header: {e}", path=path, line=1) from None
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    missing = [c for c in CSV_REQUIRED if c not in header]
+    if missing:
+        raise DumpError(
+            f"not a recognised dump: the first line is neither a JSON object nor a CSV "
+            f"header with {', '.join(CSV_REQUIRED)} (missing: {', '.join(missing)}; "
+            f"found: {', '.join(h[:30] for h in header[:10]) or 'nothing'})", path=path, line=1,
+            hint="force the format with --format jsonl|pushshift|jetstream|csv")
+    report.lines = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            report.lines = reader.line_num
+            report.skip(path, reader.line_num, "bad CSV row", str(e))
+            continue
+        report.lines = reader.line_num
+        if not row or all(not c for c in row):
+            continue
+        if len(row) != len(header):
+            report.skip(path, reader.line_num, "wrong number of CSV columns",
+                        f"expected {len(header)}, found {len(row)}")
+            continue
+        obj: dict[str, Any] = {}
+        metrics: dict[str, str] = {}
+        for key, cell in zip(header, row, strict=True):
+            if cell == "":
+                continue
+            if key.startswith("metrics."):
+                metrics[key[8:]] = cell
+            elif key in METRIC_KEYS:
+                metrics[key] = cell
+            elif key == "author_followers":
+                obj[key] = int(cell) if cell.isdigit() else cell
+            else:
+                obj[key] = cell
+        if metrics:
+            obj["metrics"] = metrics
+        notes: Notes = []
+        try:
+            mention = parse_mention(obj, notes)
+        except Skip as s:
+            report.skip(path, reader.line_num, s.reason, s.detail)
+            continue
+        for reason, detail in notes:
+            report.warn(path, reader.line_num, reason, detail)
+        yield mention
+
+
+def _text_lines(blocks: Iterator[bytes], path: str, report: SkipReport) -> Iterator[str]:
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for block in blocks:
+        parts = decoder.decode(block).split("\n")
+        for part in parts[:-1]:
+            yield part + "\n"
+        if parts[-1]:
+            yield parts[-1]
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        yield tail

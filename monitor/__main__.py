@@ -1,0 +1,5 @@
+"""``python -m monitor`` is ``stormwatch``."""
+
+from monitor.cli import main
+
+main()

@@ -1,0 +1,195 @@
+"""The ``stormwatch`` command line. Thin: parse, call ``monitor.app``, report.
+
+Exit status: 0 success (warnings allowed), 1 runtime failure, 2 bad usage, config or rules.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+
+from monitor import output
+from monitor.errors import StormwatchError, UsageError
+
+app = typer.Typer(
+    name="stormwatch", no_args_is_help=True, add_completion=False,
+    help="Early-warning monitor for brand crises on social media.\n\n"
+         "Replay a dump through the default rules:\n\n"
+         "    stormwatch replay samples/acme-crisis.jsonl.gz --config samples/acme.yaml")
+rules_app = typer.Typer(no_args_is_help=True, help="Validate and test rules files.")
+app.add_typer(rules_app, name="rules")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigOpt = Annotated[str | None, typer.Option(
+    "--config", "-c", help="Config file (database, rules, topics). Default: built-in "
+    "defaults (SQLite, shipped rules, every mention in scope under topic 'all').",
+    show_default=False)]
+DbOpt = Annotated[str | None, typer.Option(
+    "--db", help="Database URL, e.g. sqlite:///stormwatch.db or "
+    "postgresql+psycopg://user@host/db.", show_default=False)]
+
+
+def friendly(fn: F) -> F:
+    """Turn Stormwatch errors into one clear message and the contract's exit status."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except StormwatchError as e:
+            output.error(str(e))
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            output.error("interrupted")
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@friendly
+def replay(
+    dumps: Annotated[list[str], typer.Argument(
+        help="Dump files (mention JSONL, Pushshift, Jetstream NDJSON or CSV; plain, .gz "
+             "or .zst), or - for standard input.", show_default=False)],
+    config: ConfigOpt = None,
+    rules: Annotated[list[str] | None, typer.Option(
+        "--rules", "-r", help="Rules file or directory (repeatable). Default: the config's "
+        "rules, else the shipped rules/default.yaml.", show_default=False)] = None,
+    match: Annotated[list[str] | None, typer.Option(
+        "--match", "-m", help="Ad-hoc topic term (repeatable); replaces the config's topics.",
+        show_default=False)] = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per alert event on standard output.")] = False,
+    notify: Annotated[bool, typer.Option(
+        "--notify", help="Deliver alerts through the configured channels.")] = False,
+    db: DbOpt = None,
+    fmt: Annotated[str | None, typer.Option(
+        "--format", "-f", help="Force the dump format: jsonl, pushshift, jetstream, csv.",
+        show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run historical dumps through the engine in event time and report the alerts.
+
+    Without --db it works in a fresh temporary database; with --db the mentions, alerts
+    and detector state are kept (and a later replay or `run` continues from them).
+
+    Example:
+
+        stormwatch replay samples/acme-crisis.jsonl.gz --config samples/acme.yaml
+
+        zstd -dc RC_2024-01.zst | stormwatch replay - --match acme --json > alerts.jsonl
+    """
+    from monitor import app as core
+
+    if notify:
+        raise UsageError("--notify: no delivery channels are configured",
+                         hint="replay without --notify reports alerts on standard output")
+    s = core.setup(config, rules or [], match or [])
+    on_event = output.event_json if json_out else output.event_line
+    progress = output.null_progress() if quiet else output.progress_bar()
+    result = core.replay(s, dumps, fmt=fmt, db_url=db, on_event=on_event, progress=progress)
+    output.replay_summary(result)
+    if result.report.broken:
+        for problem in result.report.broken:
+            output.error(f"could not read to the end: {problem}")
+        raise typer.Exit(1)
+    if result.mentions_read == 0:
+        output.error("no mention could be read from the input")
+        raise typer.Exit(1)
+
+
+@rules_app.command("check")
+@friendly
+def rules_check(
+    paths: Annotated[list[str] | None, typer.Argument(
+        help="Rules files or directories. Default: the shipped rules/default.yaml.",
+        show_default=False)] = None,
+) -> None:
+    """Validate rules files: exit 0 when all are valid, 2 with file:line and the fix.
+
+    Example:
+
+        stormwatch rules check rules/
+    """
+    from monitor.config import default_rules_path
+    from monitor.rules import load_rules
+
+    ruleset = load_rules(paths or [default_rules_path()])
+    for path in ruleset.paths:
+        names = [r.name for r in ruleset.rules if r.path == path]
+        output.say(f"{path}: {len(names)} rule(s) OK ({', '.join(names)})")
+
+
+@rules_app.command("test")
+@friendly
+def rules_test(
+    paths: Annotated[list[str] | None, typer.Argument(
+        help="Rule test files or directories holding them (default: rules/tests of the "
+             "shipped rules).", show_default=False)] = None,
+) -> None:
+    """Run rule tests: input mentions (or series of them) and the alert events expected.
+
+    Example:
+
+        stormwatch rules test rules/tests/
+    """
+    from monitor.ruletest import default_tests_path, run_rule_tests
+
+    results = run_rule_tests(paths or [default_tests_path()])
+    output.rule_test_report(results)
+    if any(not r.passed for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def export(
+    db: Annotated[str, typer.Option("--db", help="Database URL to read.")],
+    out: Annotated[str, typer.Option("--output", "-o", help="File to write, - for stdout.")]
+    = "-",
+    since: Annotated[str | None, typer.Option(help="Only mentions at or after (ISO 8601).",
+                                              show_default=False)] = None,
+    until: Annotated[str | None, typer.Option(help="Only mentions before (ISO 8601).",
+                                              show_default=False)] = None,
+    topic: Annotated[str | None, typer.Option(help="Only this topic.", show_default=False)]
+    = None,
+) -> None:
+    """Write stored mentions as mention JSONL (the format `replay` reads).
+
+    Example:
+
+        stormwatch export --db sqlite:///stormwatch.db --since 2024-05-01T00:00:00Z > may.jsonl
+    """
+    from monitor.models import TimeFormatError, parse_time
+    from monitor.store import Store
+
+    try:
+        t0 = parse_time(since) if since else None
+        t1 = parse_time(until) if until else None
+    except TimeFormatError as e:
+        raise UsageError(f"--since/--until: {e}") from None
+    store = Store.open(db)
+    n = 0
+    try:
+        with output.open_out(out) as f:
+            for m in store.iter_mentions(since=t0, until=t1, topic=topic):
+                f.write(orjson.dumps(m.to_json()) + b"\n")
+                n += 1
+    finally:
+        store.close()
+    output.say(f"exported {n} mention(s)")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,151 @@
+"""What the command line prints: events on standard output, everything else on standard error.
+
+Text from social media (thread ids, topic names from dumps, summaries that quote them)
+may hold terminal escape sequences; ``inert`` makes it printable before it reaches a
+terminal, and rich markup is never interpreted in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Any
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from monitor.app import NoProgress
+from monitor.models import AlertEvent, iso
+
+if TYPE_CHECKING:
+    from monitor.app import ReplayResult
+    from monitor.ruletest import RuleTestResult
+
+err = Console(stderr=True, highlight=False)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def inert(text: str) -> str:
+    """Control characters and bidi overrides shown as escapes, never obeyed."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                        else f"\\u{ord(m.group()):04x}", text)
+
+
+def say(message: str) -> None:
+    err.print(inert(message), markup=False)
+
+
+def error(message: str) -> None:
+    err.print("[bold red]error:[/] ", end="")
+    err.print(inert(message), markup=False)
+
+
+def event_json(ev: AlertEvent) -> None:
+    sys.stdout.buffer.write(orjson.dumps(ev.contract_json()) + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def event_line(ev: AlertEvent) -> None:
+    label = {"fired": "FIRED", "escalated": "ESCALATED", "resolved": "resolved"}[ev.event]
+    where = f"{ev.scope} {ev.key}" + (f" ({ev.topic})" if ev.scope == "thread" else "")
+    line = f"{iso(ev.at)}  {label:<9} {ev.severity:<8} {ev.rule}  {where}"
+    if ev.summary and ev.event != "resolved":
+        line += f"\n    {ev.summary}"
+    for post in ev.top_posts[:3] if ev.event != "resolved" else ():
+        text = " ".join(str(post.get("text", "")).split())[:140]
+        line += f"\n    - [{post.get('why')}] {post.get('author') or '?'}: {text}"
+        if post.get("url"):
+            line += f"\n      {post['url']}"
+    sys.stdout.write(inert(line).replace("\\x0a", "\n") + "\n")
+    sys.stdout.flush()
+
+
+class _Bar:
+    """A rich progress bar on standard error, by bytes of the current file."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 DownloadColumn(), TimeElapsedColumn(), console=err,
+                                 transient=True)
+        self.task: Any = None
+
+    def start(self, path: str, total: int | None) -> None:
+        if self.task is None:
+            self.progress.start()
+        else:
+            self.progress.remove_task(self.task)
+        name = "stdin" if path == "-" else path.rsplit("/", 1)[-1]
+        self.task = self.progress.add_task(inert(name)[:40], total=total)
+
+    def update(self, done: int) -> None:
+        self.progress.update(self.task, completed=done)
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+
+def progress_bar() -> _Bar | NoProgress:
+    return _Bar() if err.is_terminal else NoProgress()
+
+
+def null_progress() -> NoProgress:
+    return NoProgress()
+
+
+def replay_summary(r: ReplayResult) -> None:
+    rep = r.report
+    c = r.counts
+    err.print(
+        f"read {r.mentions_read:,} mention(s) from {rep.lines:,} line(s) in {r.elapsed:.1f}s "
+        f"({r.rate:,.0f}/s): {c['in_scope']:,} in scope, {c['out_of_scope']:,} out of scope, "
+        f"{c['duplicates']:,} duplicate(s), {r.late:,} late", markup=False)
+    if rep.ignored:
+        err.print(f"ignored {rep.ignored:,} line(s) that are not posts (deletes, likes, ...)",
+                  markup=False)
+    if rep.skipped or rep.warnings:
+        err.print(f"[yellow]warning:[/] skipped {rep.skipped:,} bad line(s), "
+                  f"{rep.warnings:,} mention(s) kept with a dropped field:")
+        for reason, n in rep.by_reason.most_common():
+            err.print(f"  {n:>8,}  {inert(reason)}", markup=False)
+        for path, line, message in rep.examples[:10]:
+            err.print(f"  {inert(path)}:{line}: {inert(message)}", markup=False)
+    if not r.events:
+        err.print("no alerts")
+        return
+    table = Table(title="alerts", title_justify="left", show_edge=False)
+    for col in ("rule", "severity", "fired", "escalated", "resolved"):
+        table.add_column(col, justify="right" if col in ("fired", "escalated", "resolved")
+                         else "left")
+    rows: dict[tuple[str, str], dict[str, int]] = {}
+    for (rule, sev, kind), n in r.events.items():
+        rows.setdefault((rule, sev), {})[kind] = n
+    for (rule, sev), kinds in sorted(rows.items()):
+        table.add_row(rule, sev, *(str(kinds.get(k, 0)) for k in ("fired", "escalated",
+                                                                  "resolved")))
+    err.print(table)
+
+
+def rule_test_report(results: list[RuleTestResult]) -> None:
+    failed = [r for r in results if not r.passed]
+    for r in results:
+        mark = "[green]ok[/]  " if r.passed else "[red]FAIL[/]"
+        err.print(f"{mark} ", end="")
+        err.print(f"{inert(r.path)}: {inert(r.name)}", markup=False)
+        for line in r.problems:
+            err.print(f"      {inert(line)}", markup=False)
+    err.print(f"{len(results) - len(failed)} passed, {len(failed)} failed", markup=False)
+
+
+@contextlib.contextmanager
+def open_out(path: str) -> Iterator[IO[bytes]]:
+    if path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    with open(path, "wb") as f:
+        yield f

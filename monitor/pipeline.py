@@ -1,0 +1,138 @@
+"""The stages a batch of mentions goes through, and their one order.
+
+    match -> dedup -> sentiment -> detect -> store
+
+(``rules test`` runs the same stages without the store.) Each stage is a small
+class with ``run(ctx, items) -> items``; an empty list ends the
+run of that batch. Stages are built in ``monitor.app``; their order is written only here.
+The store stage writes the batch's mentions and the alert events they caused in the
+same transaction (``ctx.conn``), so what was counted and what was alerted never part.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy.engine import Connection
+
+from monitor.engine import Engine
+from monitor.models import AlertEvent, Mention
+from monitor.sentiment import SentimentScorer
+from monitor.store import Store
+from monitor.topics import TopicMatcher
+
+
+@dataclass
+class RunContext:
+    """What one batch carries between stages, and running totals for the summary."""
+
+    conn: Connection | None = None
+    events: list[AlertEvent] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+class Stage(Protocol):
+    def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]: ...
+
+
+class MatchStage:
+    """Tag each mention with its topics; drop those in none."""
+
+    def __init__(self, matcher: TopicMatcher) -> None:
+        self.matcher = matcher
+
+    def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
+        topics_of = self.matcher.topics_of
+        out = []
+        for m in items:
+            topics = topics_of(m)
+            if topics:
+                m.topics = topics
+                out.append(m)
+        ctx.counts["out_of_scope"] += len(items) - len(out)
+        return out
+
+
+class DedupStage:
+    """Drop mentions already counted (by source-qualified id), before paying for sentiment."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
+        is_dup = self.engine.is_duplicate
+        batch: set[str] = set()
+        out = []
+        for m in items:
+            if m.id in batch or is_dup(m.id):
+                continue
+            batch.add(m.id)
+            out.append(m)
+        ctx.counts["duplicates"] += len(items) - len(out)
+        return out
+
+
+class SentimentStage:
+    """VADER compound for each mention (title and text together)."""
+
+    def __init__(self, scorer: SentimentScorer) -> None:
+        self.scorer = scorer
+
+    def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
+        score = self.scorer.score
+        for m in items:
+            m.compound = score(f"{m.title}. {m.text}" if m.title and m.title not in m.text
+                               else m.text)
+        return items
+
+
+class DetectStage:
+    """Feed the engine in stream order; collect the alert events it returns."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
+        ingest = self.engine.ingest
+        events = ctx.events
+        for m in items:
+            got = ingest(m)
+            if got:
+                events.extend(got)
+        ctx.counts["in_scope"] += len(items)
+        return items
+
+
+class StoreStage:
+    """Write mentions and alert events in the batch's transaction."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
+        assert ctx.conn is not None, "the store stage needs a transaction"
+        self.store.add_mentions(ctx.conn, items)
+        self.store.add_events(ctx.conn, ctx.events)
+        return items
+
+
+class Pipeline:
+    """The one ordered list of stages."""
+
+    def __init__(self, matcher: TopicMatcher, engine: Engine, scorer: SentimentScorer,
+                 store: Store | None) -> None:
+        self.stages: tuple[Stage, ...] = (MatchStage(matcher), DedupStage(engine),
+                                          SentimentStage(scorer), DetectStage(engine))
+        self.store_stage = StoreStage(store) if store is not None else None
+
+    def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
+        """One batch through every stage; the store stage runs even for events alone."""
+        for stage in self.stages:
+            items = stage.run(ctx, items)
+            if not items:
+                break
+        if self.store_stage is not None and (items or ctx.events):
+            self.store_stage.run(ctx, items)
+        return items

@@ -1,0 +1,257 @@
+"""Storage: the only module that talks SQL. SQLite by default, PostgreSQL supported.
+
+Tables (schema changes go through Alembic migrations in ``monitor/migrations``, applied
+by ``Store.open``):
+
+- ``mentions``: every in-scope mention with its sentiment and topics, keyed by its
+  source-qualified id; inserting one twice changes nothing.
+- ``alerts``: one row per alert (rule, scope key, opened), its state and severity.
+- ``alert_events``: fired / escalated / resolved, with the numbers and top posts.
+- ``engine_state``: the detector and alert state, so a restart forgets nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from monitor.errors import StoreError
+from monitor.models import AlertEvent, Mention
+
+metadata = sa.MetaData()
+
+mentions = sa.Table(
+    "mentions", metadata,
+    sa.Column("id", sa.String(512), primary_key=True),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("thread_id", sa.String(512), nullable=False),
+    sa.Column("parent_id", sa.String(512)),
+    sa.Column("author", sa.String(256)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("title", sa.Text),
+    sa.Column("url", sa.Text),
+    sa.Column("lang", sa.String(16)),
+    sa.Column("author_followers", sa.BigInteger),
+    sa.Column("topics", sa.Text, nullable=False),
+    sa.Column("compound", sa.Float),
+    sa.Column("data", sa.Text),  # JSON: metrics, topic, extra keys
+    sa.Index("ix_mentions_created_at", "created_at"),
+    sa.Index("ix_mentions_thread", "thread_id"),
+)
+
+alerts = sa.Table(
+    "alerts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rule", sa.String(80), nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("key", sa.String(512), nullable=False),
+    sa.Column("topic", sa.String(128), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # firing | resolved
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("resolved_at", sa.Float),
+    sa.Index("ix_alerts_open", "rule", "key", unique=True,
+             sqlite_where=sa.text("state = 'firing'"),
+             postgresql_where=sa.text("state = 'firing'")),
+)
+
+alert_events = sa.Table(
+    "alert_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", sa.Integer, sa.ForeignKey("alerts.id"), nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("playbook", sa.Text, nullable=False),
+    sa.Column("signals", sa.Text, nullable=False),
+    sa.Column("top_posts", sa.Text, nullable=False),
+    sa.UniqueConstraint("alert_id", "event", "step", name="uq_alert_event"),
+)
+
+engine_state = sa.Table(
+    "engine_state", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("state", sa.LargeBinary, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+
+def sqlite_url(path: str) -> str:
+    return "sqlite:///" + os.path.abspath(path)
+
+
+class Store:
+    """``Store.open(url)`` migrates and returns a store; use ``with store.transaction():``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._insert_mention = (
+            sqlite.insert(mentions).on_conflict_do_nothing() if self.dialect == "sqlite"
+            else postgresql.insert(mentions).on_conflict_do_nothing())
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Store:
+        if "://" not in url:
+            url = sqlite_url(url)
+        try:
+            engine = sa.create_engine(url, future=True)
+        except (sa.exc.ArgumentError, ImportError) as e:
+            raise StoreError(f"cannot use database URL: {e}",
+                             hint="e.g. sqlite:///stormwatch.db or "
+                                  "postgresql+psycopg://user@host/db") from None
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        elif engine.dialect.name != "postgresql":
+            raise StoreError(f"unsupported database '{engine.dialect.name}'",
+                             hint="use SQLite or PostgreSQL")
+        store = cls(engine)
+        if migrate:
+            store.migrate()
+        return store
+
+    def migrate(self) -> None:
+        from monitor.migrations import upgrade
+
+        with self._errors("migrating the database"):
+            upgrade(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sa.exc.SQLAlchemyError as e:
+            detail = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+            raise StoreError(f"database error while {doing}: {detail}",
+                             path=self.engine.url.render_as_string(hide_password=True)) from None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self._errors("writing"), self.engine.begin() as conn:
+            yield conn
+
+    # -- mentions --------------------------------------------------------------------
+    def add_mentions(self, conn: Connection, batch: Sequence[Mention]) -> None:
+        if not batch:
+            return
+        dumps = orjson.dumps
+        rows = []
+        for m in batch:
+            data: dict[str, Any] = {}
+            if m.metrics:
+                data["metrics"] = m.metrics
+            if m.extra:
+                data["extra"] = m.extra
+            if m.topic is not None:
+                data["topic"] = m.topic
+            rows.append({
+                "id": m.id, "source": m.source, "thread_id": m.thread_id,
+                "parent_id": m.parent_id, "author": m.author, "created_at": m.created_at,
+                "text": m.text, "title": m.title, "url": m.url, "lang": m.lang,
+                "author_followers": m.author_followers, "topics": ",".join(m.topics),
+                "compound": m.compound,
+                "data": dumps(data, default=str).decode() if data else None})
+        conn.execute(self._insert_mention, rows)
+
+    def iter_mentions(self, *, since: float | None = None, until: float | None = None,
+                      topic: str | None = None, batch: int = 5000) -> Iterator[Mention]:
+        q = sa.select(mentions).order_by(mentions.c.created_at, mentions.c.id)
+        if since is not None:
+            q = q.where(mentions.c.created_at >= since)
+        if until is not None:
+            q = q.where(mentions.c.created_at < until)
+        with self._errors("reading mentions"), self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(q)
+            for row in result:
+                m = _mention_of(row._mapping)
+                if topic is None or topic in m.topics:
+                    yield m
+
+    def count_mentions(self) -> int:
+        with self._errors("counting mentions"), self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(mentions)).scalar_one())
+
+    # -- alerts ----------------------------------------------------------------------
+    def add_events(self, conn: Connection, events: Sequence[AlertEvent]) -> None:
+        """Record alert events and the alert rows they open, update and close."""
+        dumps = orjson.dumps
+        for ev in events:
+            open_id = conn.execute(sa.select(alerts.c.id).where(
+                alerts.c.rule == ev.rule, alerts.c.key == ev.key,
+                alerts.c.state == "firing")).scalar()
+            if ev.event == "fired" or open_id is None:
+                if open_id is not None:  # a stale open row: close it before reopening
+                    conn.execute(alerts.update().where(alerts.c.id == open_id).values(
+                        state="resolved", resolved_at=ev.at, updated_at=ev.at))
+                open_id = conn.execute(alerts.insert().values(
+                    rule=ev.rule, scope=ev.scope, key=ev.key, topic=ev.topic, state="firing",
+                    severity=ev.severity, opened_at=ev.at, updated_at=ev.at)
+                ).inserted_primary_key[0]
+            values: dict[str, Any] = {"severity": ev.severity, "updated_at": ev.at}
+            if ev.event == "resolved":
+                values.update(state="resolved", resolved_at=ev.at)
+            conn.execute(alerts.update().where(alerts.c.id == open_id).values(**values))
+            conn.execute(alert_events.insert().values(
+                alert_id=open_id, event=ev.event, severity=ev.severity, step=ev.step, at=ev.at,
+                summary=ev.summary, playbook=ev.playbook,
+                signals=dumps(ev.signals).decode(), top_posts=dumps(list(ev.top_posts)).decode()))
+
+    def list_events(self) -> list[dict[str, Any]]:
+        q = (sa.select(alert_events, alerts.c.rule, alerts.c.scope, alerts.c.key, alerts.c.topic)
+             .join(alerts, alerts.c.id == alert_events.c.alert_id)
+             .order_by(alert_events.c.at, alert_events.c.id))
+        with self._errors("reading alert events"), self.engine.connect() as conn:
+            out = []
+            for row in conn.execute(q):
+                d = dict(row._mapping)
+                d["signals"] = orjson.loads(d["signals"])
+                d["top_posts"] = orjson.loads(d["top_posts"])
+                out.append(d)
+            return out
+
+    # -- engine state ----------------------------------------------------------------
+    def save_state(self, conn: Connection, name: str, state: dict[str, Any], at: float) -> None:
+        blob = orjson.dumps(state)
+        table = engine_state
+        ins = (sqlite.insert(table) if self.dialect == "sqlite" else postgresql.insert(table))
+        conn.execute(ins.values(name=name, state=blob, updated_at=at).on_conflict_do_update(
+            index_elements=["name"], set_={"state": blob, "updated_at": at}))
+
+    def load_state(self, name: str) -> dict[str, Any] | None:
+        with self._errors("loading engine state"), self.engine.connect() as conn:
+            blob = conn.execute(sa.select(engine_state.c.state).where(
+                engine_state.c.name == name)).scalar()
+        return orjson.loads(blob) if blob else None
+
+
+def _mention_of(r: Any) -> Mention:
+    data = orjson.loads(r["data"]) if r["data"] else {}
+    return Mention(id=r["id"], text=r["text"], created_at=r["created_at"], source=r["source"],
+                   thread_id=r["thread_id"], parent_id=r["parent_id"], author=r["author"],
+                   url=r["url"], title=r["title"], topic=data.get("topic"), lang=r["lang"],
+                   author_followers=r["author_followers"], metrics=data.get("metrics", {}),
+                   extra=data.get("extra", {}),
+                   topics=tuple(t for t in r["topics"].split(",") if t),
+                   compound=r["compound"])
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()

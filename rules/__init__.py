@@ -1,0 +1,1 @@
+"""Rules files that ship with Stormwatch (``default.yaml``) and their tests (``tests/``)."""

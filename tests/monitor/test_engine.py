@@ -1,0 +1,127 @@
+"""Engine invariants: event time, idempotence, restart equivalence, bounded state."""
+
+import random
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from monitor.config import default_rules_path
+from monitor.engine import Engine
+from monitor.models import Mention
+from monitor.pipeline import Pipeline, RunContext
+from monitor.rules import RuleSet, load_rules
+from monitor.sentiment import SentimentScorer
+from monitor.topics import TopicMatcher
+from tests.conftest import T0
+
+NEG = ["acme lost my order, terrible support", "acme is down again, awful",
+       "worst experience ever with acme", "acme charged me twice, disgusting"]
+CALM = ["bought acme shoes today", "acme store opens at 9", "love my acme kettle",
+        "acme delivery was slow, annoying"]
+
+
+def stream(seed: int = 1, days: float = 2.5) -> list[Mention]:
+    """Background chatter with one viral negative thread and one outage burst."""
+    rnd = random.Random(seed)
+    out: list[Mention] = []
+    n = 0
+    for minute in range(int(days * 1440)):
+        for _ in range(rnd.choice((0, 1, 1, 2))):
+            n += 1
+            out.append(Mention(id=f"dump:b{n}", text=rnd.choice(CALM),
+                               author=f"u{rnd.randrange(3000)}",
+                               created_at=T0 + minute * 60 + rnd.random() * 60))
+    viral = T0 + 1.6 * 86400
+    for i in range(300):
+        out.append(Mention(id=f"dump:v{i}", text=rnd.choice(NEG), author=f"v{i}",
+                           thread_id="dump:v0", created_at=viral + i * 30))
+    outage = T0 + 2.2 * 86400
+    for i in range(600):
+        out.append(Mention(id=f"dump:o{i}", text=rnd.choice(NEG), author=f"o{i}",
+                           created_at=outage + i * 3))
+    out.sort(key=lambda m: m.created_at)
+    return out
+
+
+def rules() -> RuleSet:
+    return load_rules([default_rules_path()])
+
+
+def run(ms: list[Mention], batch: int = 500, engine: Engine | None = None
+        ) -> tuple[Engine, list[tuple[str, str, str, float]]]:
+    matcher = TopicMatcher([])
+    engine = engine or Engine(rules(), matcher.names)
+    p = Pipeline(matcher, engine, SentimentScorer(), None)
+    ctx = RunContext()
+    for i in range(0, len(ms), batch):
+        p.run(ctx, [Mention(**{f: getattr(m, f) for f in m.__slots__}) for m in ms[i:i + batch]])
+    return engine, [(e.event, e.rule, e.key, e.at) for e in ctx.events]
+
+
+@pytest.fixture(scope="module")
+def baseline_events() -> list[tuple[str, str, str, float]]:
+    return run(stream())[1]
+
+
+def test_the_incidents_page(baseline_events: list[tuple[str, str, str, float]]) -> None:
+    fired = {(r, k) for e, r, k, _ in baseline_events if e == "fired"}
+    assert ("negative-thread-taking-off", "dump:v0") in fired
+    assert ("topic-negative-spike", "all") in fired
+
+
+def test_batch_size_does_not_matter(baseline_events: list[tuple[str, str, str, float]]) -> None:
+    assert run(stream(), batch=1)[1] == baseline_events
+    assert run(stream(), batch=7919)[1] == baseline_events
+
+
+def test_duplicates_change_nothing(baseline_events: list[tuple[str, str, str, float]]) -> None:
+    ms = stream()
+    doubled = sorted(ms + ms[::3], key=lambda m: m.created_at)
+    engine, events = run(doubled)
+    assert events == baseline_events
+    assert engine.stats.mentions == len(ms)
+
+
+def test_restart_from_saved_state_is_seamless(
+        baseline_events: list[tuple[str, str, str, float]]) -> None:
+    ms = stream()
+    for cut in (len(ms) // 3, int(len(ms) * 0.62), len(ms) - 500):
+        first, ev1 = run(ms[:cut])
+        saved = orjson.loads(orjson.dumps(first.state()))  # what the store keeps
+        second = Engine(rules(), ("all",))
+        second.restore(saved)
+        _, ev2 = run(ms[cut:], engine=second)
+        assert ev1 + ev2 == baseline_events, f"cut at {cut}"
+
+
+def test_state_stays_bounded_over_a_long_stream() -> None:
+    ms = stream(seed=3, days=4)
+    engine, _ = run(ms)
+    assert engine.stats.threads_evicted > 0.9 * len(ms)
+    assert len(engine.threads) < 400
+    assert len(engine._recent_ids) < 3 * 4 * 60 * 2   # a few hours of ids, not four days
+
+
+def test_late_mentions_count_where_they_belong(write: Callable[[str, str], str]) -> None:
+    rs = load_rules([write("r.yaml", """
+        rules:
+          - name: busy-thread
+            scope: thread
+            window: 30m
+            when: {mentions: ">= 5"}
+        """)])
+    engine = Engine(rs, ("all",))
+    events = []
+    for i in range(4):
+        m = Mention(id=f"dump:{i}", text="x", created_at=T0 + i * 60, thread_id="dump:0",
+                    topics=("all",), compound=0.0)
+        events += engine.ingest(m)
+    late = Mention(id="dump:late", text="x", created_at=T0 + 30, thread_id="dump:0",
+                   topics=("all",), compound=0.0)
+    engine.ingest(Mention(id="dump:9", text="x", created_at=T0 + 600, thread_id="dump:x",
+                          topics=("all",), compound=0.0))
+    events += engine.ingest(late)
+    events += engine.advance(T0 + 660)
+    assert engine.stats.late == 1
+    assert [(e.event, e.signals["mentions"]) for e in events] == [("fired", 5)]

@@ -1,0 +1,120 @@
+"""The store on SQLite and on PostgreSQL: migrations, idempotent mentions, alerts, state."""
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from monitor.errors import StoreError
+from monitor.models import AlertEvent, Mention
+from monitor.store import Store
+from tests.conftest import T0
+
+PG_URL = os.environ.get("STORMWATCH_TEST_PG_URL", "")
+
+
+def pg_store_url() -> Iterator[str]:
+    """A fresh schema in the test PostgreSQL database, dropped afterwards."""
+    if not PG_URL:
+        pytest.skip("PostgreSQL tests need STORMWATCH_TEST_PG_URL "
+                    "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    schema = f"sw_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_URL)
+    try:
+        with admin.begin() as c:
+            c.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    except sa.exc.OperationalError as e:
+        pytest.skip(f"PostgreSQL at {PG_URL} is not reachable: {e.orig}")
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as c:
+        c.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: str) -> Iterator[Store]:
+    if request.param == "sqlite":
+        s = Store.open(f"sqlite:///{tmp_path}/t.db")
+        yield s
+        s.close()
+        return
+    gen = pg_store_url()
+    s = Store.open(next(gen))
+    yield s
+    s.close()
+    next(gen, None)
+
+
+def mentions(n: int) -> list[Mention]:
+    return [Mention(id=f"reddit:t1_{i}", text=f"acme #{i} <b>&", created_at=T0 + i,
+                    source="reddit", thread_id="reddit:t3_x", author=f"u{i}",
+                    metrics={"score": i}, extra={"subreddit": "acme"}, topics=("acme",),
+                    compound=-0.5) for i in range(n)]
+
+
+def test_mentions_are_idempotent_and_round_trip(store: Store) -> None:
+    ms = mentions(50)
+    with store.transaction() as conn:
+        store.add_mentions(conn, ms)
+    with store.transaction() as conn:
+        store.add_mentions(conn, ms[10:30] + mentions(60)[50:])
+    assert store.count_mentions() == 60
+    back = list(store.iter_mentions(since=T0 + 5, until=T0 + 8))
+    assert [m.id for m in back] == ["reddit:t1_5", "reddit:t1_6", "reddit:t1_7"]
+    assert back[0].to_json() == ms[5].to_json()
+    assert list(store.iter_mentions(topic="other")) == []
+
+
+def test_migrations_run_once_and_again(store: Store) -> None:
+    store.migrate()  # a second start changes nothing
+    with store.engine.connect() as c:
+        version = c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    assert version == "0001"
+
+
+def ev(kind: str, at: float, severity: str = "warning", step: int = 0) -> AlertEvent:
+    return AlertEvent(event=kind, rule="r", severity=severity, scope="topic", key="acme",
+                      topic="acme", at=at, signals={"mentions": 3}, step=step,
+                      top_posts=({"id": "x", "text": "<!channel>"},))
+
+
+def test_alert_events_open_update_and_close_alerts(store: Store) -> None:
+    with store.transaction() as conn:
+        store.add_events(conn, [ev("fired", T0), ev("escalated", T0 + 60, "critical", 1)])
+    with store.transaction() as conn:
+        store.add_events(conn, [ev("resolved", T0 + 600, "critical", 1), ev("fired", T0 + 9000)])
+    events = store.list_events()
+    assert [(e["event"], e["alert_id"]) for e in events] == [
+        ("fired", 1), ("escalated", 1), ("resolved", 1), ("fired", 2)]
+    assert events[0]["top_posts"] == [{"id": "x", "text": "<!channel>"}]
+    with store.engine.connect() as c:
+        rows = c.execute(sa.text("SELECT id, state, severity FROM alerts ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [(1, "resolved", "critical"), (2, "firing", "warning")]
+
+
+def test_engine_state_is_saved_and_replaced(store: Store) -> None:
+    assert store.load_state("engine") is None
+    with store.transaction() as conn:
+        store.save_state(conn, "engine", {"now": 1.0, "topics": []}, 1.0)
+    with store.transaction() as conn:
+        store.save_state(conn, "engine", {"now": 2.0}, 2.0)
+    assert store.load_state("engine") == {"now": 2.0}
+
+
+def test_a_failed_transaction_keeps_nothing(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.transaction() as conn:
+        store.add_mentions(conn, mentions(5))
+        raise RuntimeError("crash mid-batch")
+    assert store.count_mentions() == 0
+
+
+def test_bad_urls_are_clear_errors(tmp_path: str) -> None:
+    with pytest.raises(StoreError, match="cannot use database URL"):
+        Store.open("nosuchdb://x")
+    with pytest.raises(StoreError, match="unsupported database 'mysql'|cannot use"):
+        Store.open("mysql://u@localhost/x")
+    with pytest.raises(StoreError, match="database error"):
+        Store.open("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
