@@ -107,9 +107,41 @@ def open_dump(path: str) -> tuple[IO[bytes], IO[bytes]]:
     if head.startswith(GZIP_MAGIC):
         return gzip.GzipFile(fileobj=buffered, mode="rb"), raw
     if head.startswith(ZSTD_MAGIC):
-        dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
-        return dctx.stream_reader(buffered, read_across_frames=True), raw
+        return ZstdFrames(buffered), raw  # type: ignore[return-value]
     return buffered, raw
+
+
+class ZstdFrames:
+    """Decompress concatenated zstd frames, and say so when the data ends inside a frame.
+
+    (``ZstdDecompressor.stream_reader`` ends a truncated file silently: a cut dump would
+    pass for a complete one.)
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+        self.frame = self.dctx.decompressobj()
+        self.fed = False
+
+    def read(self, size: int = CHUNK) -> bytes:
+        while True:
+            data = self.raw.read(size)
+            if not data:
+                if self.fed and not self.frame.eof:
+                    raise zstandard.ZstdError("the data ends inside a zstd frame (truncated)")
+                return b""
+            out = [self.frame.decompress(data)]
+            self.fed = True
+            while self.frame.eof and self.frame.unused_data:
+                rest = self.frame.unused_data
+                self.frame = self.dctx.decompressobj()
+                out.append(self.frame.decompress(rest))
+            if self.frame.eof:
+                self.frame, self.fed = self.dctx.decompressobj(), False
+            joined = b"".join(out)
+            if joined:
+                return joined
 
 
 DECOMPRESS_ERRORS = (zstandard.ZstdError, EOFError, gzip.BadGzipFile, zlib.error, OSError)

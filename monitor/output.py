@@ -36,12 +36,13 @@ def inert(text: str) -> str:
 
 
 def say(message: str) -> None:
-    err.print(inert(message), markup=False)
+    err.print(inert(message), markup=False, soft_wrap=True)
 
 
 def error(message: str) -> None:
+    """``error: path:line: ...`` on one line, never wrapped (editors jump to it)."""
     err.print("[bold red]error:[/] ", end="")
-    err.print(inert(message), markup=False)
+    err.print(inert(message), markup=False, soft_wrap=True)
 
 
 def event_json(ev: AlertEvent) -> None:
@@ -60,7 +61,7 @@ def event_line(ev: AlertEvent) -> None:
         line += f"\n    - [{post.get('why')}] {post.get('author') or '?'}: {text}"
         if post.get("url"):
             line += f"\n      {post['url']}"
-    sys.stdout.write(inert(line).replace("\\x0a", "\n") + "\n")
+    sys.stdout.write(inert(line) + "\n")
     sys.stdout.flush()
 
 
