@@ -100,10 +100,8 @@ def replay(
     progress = output.null_progress() if quiet else output.progress_bar()
     result = core.replay(s, dumps, fmt=fmt, db_url=db, on_event=on_event, progress=progress)
     output.replay_summary(result)
-    if result.report.broken:
-        for problem in result.report.broken:
-            output.error(f"could not read to the end: {problem}")
-        raise typer.Exit(1)
+    for problem in result.report.broken:
+        output.warning(f"could not read to the end (the lines before were used): {problem}")
     if result.mentions_read == 0:
         output.error("no mention could be read from the input")
         raise typer.Exit(1)

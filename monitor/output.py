@@ -45,6 +45,11 @@ def error(message: str) -> None:
     err.print(inert(message), markup=False, soft_wrap=True)
 
 
+def warning(message: str) -> None:
+    err.print("[yellow]warning:[/] ", end="")
+    err.print(inert(message), markup=False, soft_wrap=True)
+
+
 def event_json(ev: AlertEvent) -> None:
     sys.stdout.buffer.write(orjson.dumps(ev.contract_json()) + b"\n")
     sys.stdout.buffer.flush()

@@ -188,12 +188,15 @@ class SeasonalBaseline:
         self.season = [1.0] * self.HOURS
         self.seen = 0              # bins learned
         self.hour_seen = [0] * self.HOURS
+        self.hour_sum = [0.0] * self.HOURS  # counts summed by hour during warm-up
 
     def _hour(self, t: float) -> int:
         return int(t // 3600) % self.HOURS
 
     def rate(self, t: float) -> float:
-        """Expected count in the bin that contains ``t``."""
+        """Expected count in the bin that contains ``t`` (the plain mean during warm-up)."""
+        if self.warming_up():
+            return sum(self.hour_sum) / self.seen if self.seen else 0.0
         return self.level * self.season[self._hour(t)]
 
     def warming_up(self) -> bool:
@@ -201,7 +204,7 @@ class SeasonalBaseline:
 
     def expected(self, start: float, end: float, *, force: bool = False) -> float | None:
         """Expected count in ``[start, end)``, or None during warm-up (unless forced)."""
-        if self.warming_up() and not (force and self.seen > 1):
+        if self.warming_up() and not (force and self.seen > 0):
             return None
         total, t = 0.0, start
         while t < end:
@@ -211,33 +214,50 @@ class SeasonalBaseline:
         return total
 
     def update(self, bin_start: float, count: float, protect: bool = False) -> None:
-        """Learn one complete bin (score before you learn)."""
-        if self.seen == 0:
-            self.level = count
-            self.seen = 1
-            return
+        """Learn one complete bin (score before you learn).
+
+        During warm-up the bins are only summed by hour of day; when it ends, the level is
+        their mean and each hour's factor its own mean over the level (an unbiased start;
+        learning the factors one bin at a time from a level still forming skews them).
+        """
         hour = self._hour(bin_start)
+        if self.warming_up():
+            self.hour_seen[hour] += 1
+            self.hour_sum[hour] += count
+            self.seen += 1
+            if not self.warming_up():
+                self._start()
+            return
         mu = self.rate(bin_start)
         x = min(count, mu if protect else 2.0 * mu + 5.0)
         s = self.season[hour]
-        # warm start: running means during warm-up, then the EWMAs
-        warm = self.seen * self.bin < self.warmup
-        self.level += (1.0 / (self.seen + 1) if warm else self.a_level) * (
-            (x / s if s > 1e-9 else x) - self.level)
+        self.level += self.a_level * ((x / s if s > 1e-9 else x) - self.level)
         self.hour_seen[hour] += 1
         if self.level > 1e-9:
-            a = 1.0 / self.hour_seen[hour] if warm else self.a_season
-            self.season[hour] += a * (x / self.level - s)
-            mean_s = sum(self.season) / self.HOURS
-            if mean_s > 1e-9:
-                self.season = [v / mean_s for v in self.season]
+            self.season[hour] += self.a_season * (x / self.level - s)
+            self._normalize()
         self.seen += 1
+
+    def _start(self) -> None:
+        total = sum(self.hour_sum)
+        self.level = total / self.seen if self.seen else 0.0
+        for h in range(self.HOURS):
+            if self.hour_seen[h] and self.level > 1e-9:
+                # shrink towards 1 a little: one day of small counts is noisy
+                raw = self.hour_sum[h] / self.hour_seen[h] / self.level
+                self.season[h] = (raw * self.hour_seen[h] + 1.0) / (self.hour_seen[h] + 1)
+        self._normalize()
+
+    def _normalize(self) -> None:
+        mean_s = sum(self.season) / self.HOURS
+        if mean_s > 1e-9:
+            self.season = [v / mean_s for v in self.season]
 
     def state(self) -> dict[str, Any]:
         return {"bin": self.bin, "warmup": self.warmup, "a_level": self.a_level,
                 "a_season": self.a_season, "level": self.level,
                 "season": list(self.season), "seen": self.seen,
-                "hour_seen": list(self.hour_seen)}
+                "hour_seen": list(self.hour_seen), "hour_sum": list(self.hour_sum)}
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> SeasonalBaseline:
@@ -246,6 +266,7 @@ class SeasonalBaseline:
         b.level, b.season = float(s["level"]), [float(v) for v in s["season"]]
         b.seen = int(s["seen"])
         b.hour_seen = [int(v) for v in s.get("hour_seen", [0] * cls.HOURS)]
+        b.hour_sum = [float(v) for v in s.get("hour_sum", [0.0] * cls.HOURS)]
         return b
 
 
