@@ -27,8 +27,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import math
-import sys
 import random
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -222,7 +222,8 @@ class World:
         n = self.uid()
         if source == "reddit":
             raw = f"t1_{n:x}" if thread else f"t3_{n:x}"
-            url = f"https://www.reddit.com/r/acme/comments/{n:x}/"
+            url = f"{thread['url']}{n:x}/" if thread else \
+                f"https://www.reddit.com/r/acme/comments/{n:x}/"
             metrics = {"score": likes}
         elif source == "bluesky":
             raw = f"at://did:plc:{author}/app.bsky.feed.post/3k{n:x}"

@@ -18,6 +18,7 @@ recorded in ``report.broken``.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import gzip
 import io
@@ -161,10 +162,8 @@ def _blocks(stream: IO[bytes], path: str, report: SkipReport,
                         "the rest of this file is lost; the lines before it were read")
             return
         if on_progress is not None:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 on_progress(raw.tell())
-            except (OSError, ValueError):
-                pass
         if not block:
             if rest and not oversized:
                 yield rest
@@ -391,7 +390,8 @@ def _metrics(value: Any, notes: Notes) -> dict[str, int]:
         elif isinstance(v, str) and v.lstrip("-").isdigit():
             out[k] = int(v)
         else:
-            notes.append((f"bad 'metrics.{k}' dropped", f"expected a whole number, found {v!r:.40}"))
+            notes.append((f"bad 'metrics.{k}' dropped",
+                          f"expected a whole number, found {v!r:.40}"))
     return out
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from connectors.dump import SkipReport, read_dump
-
 from monitor.clock import Clock, SystemClock
 from monitor.config import (
     BATCH_SIZE,

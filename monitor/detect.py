@@ -94,19 +94,22 @@ class Scope:
         self.anomalous = anomalous
 
     # -- evidence --------------------------------------------------------------------
-    def top_posts(self, since: float, limit_engaged: int = 3,
+    def top_posts(self, since: float, limit_engaged: int = 2,
                   limit_negative: int = 2) -> list[dict[str, Any]]:
-        """The most engaged and the most negative recent posts, root first for a thread."""
+        """The evidence, root first for a thread: the most engaged complaints, the most
+        engaged post of all, then the most negative posts of the window."""
         cands = [p for p in self.posts if p[0] >= since] or list(self.posts)
         chosen: list[tuple[tuple[Any, ...], str]] = []
         if self.scope == "thread" and self.root is not None:
             chosen.append((self.root, "thread start"))
-        for p in sorted(cands, key=lambda p: (-p[6], p[0]))[:limit_engaged]:
+        negative = [p for p in cands if p[5] <= NEGATIVE_COMPOUND]
+        for p in sorted(negative, key=lambda p: (-p[6], p[0]))[:limit_engaged]:
+            chosen.append((p, "most engaged complaint"))
+        for p in sorted(cands, key=lambda p: (-p[6], p[0]))[:1]:
             if p[6] > 0:
                 chosen.append((p, "most engaged"))
-        for p in sorted(cands, key=lambda p: (p[5], p[0]))[:limit_negative]:
-            if p[5] <= NEGATIVE_COMPOUND:
-                chosen.append((p, "most negative"))
+        for p in sorted(negative, key=lambda p: (p[5], p[0]))[:limit_negative]:
+            chosen.append((p, "most negative"))
         seen: set[str] = set()
         out = []
         for p, why in chosen:

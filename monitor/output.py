@@ -109,7 +109,7 @@ def replay_summary(r: ReplayResult) -> None:
     err.print(
         f"read {r.mentions_read:,} mention(s) from {rep.lines:,} line(s) in {r.elapsed:.1f}s "
         f"({r.rate:,.0f}/s): {c['in_scope']:,} in scope, {c['out_of_scope']:,} out of scope, "
-        f"{c['duplicates']:,} duplicate(s), {r.late:,} late", markup=False)
+        f"{c['duplicates']:,} duplicate(s), {r.late:,} late", markup=False, soft_wrap=True)
     if rep.ignored:
         err.print(f"ignored {rep.ignored:,} line(s) that are not posts (deletes, likes, ...)",
                   markup=False)
@@ -119,7 +119,7 @@ def replay_summary(r: ReplayResult) -> None:
         for reason, n in rep.by_reason.most_common():
             err.print(f"  {n:>8,}  {inert(reason)}", markup=False)
         for path, line, message in rep.examples[:10]:
-            err.print(f"  {inert(path)}:{line}: {inert(message)}", markup=False)
+            err.print(f"  {inert(path)}:{line}: {inert(message)}", markup=False, soft_wrap=True)
     if not r.events:
         err.print("no alerts")
         return
