@@ -38,17 +38,24 @@ def make_dump(n: int) -> str:
         return path
     os.makedirs(DATA, exist_ok=True)
     days = 7
-    rate = max(1.0, n / 9500.0)  # the generator makes ~9,500 mentions a week at rate 1
+    rate = max(1.0, n / 7000.0)  # the generator makes 7,700-10,000 a week at rate 1
     tmp = path + ".tmp"
     subprocess.run([sys.executable, os.path.join(HERE, "scenarios.py"), "--seed", "42",
                     "--days", str(days), "--rate", f"{rate:.3f}", "--out", tmp], check=True)
     # trim to exactly n lines
     with open(tmp, "rb") as src, open(path, "wb") as dst:
-        for i, line in enumerate(src):
-            if i >= n:
+        written = 0
+        for line in src:
+            if written >= n:
                 break
             dst.write(line)
+            written += 1
+    if written < n:
+        sys.exit(f"the generator made only {written:,} mentions; raise the rate estimate")
     os.remove(tmp)
+    for extra in (tmp[:-len(".jsonl.tmp")] + ".labels.json", tmp + ".labels.json"):
+        if os.path.exists(extra):
+            os.remove(extra)
     return path
 
 
