@@ -98,6 +98,24 @@ SARCASTIC = [  # complaints VADER reads as positive
 ]
 CRISIS = ["is this a scam?", "feels like fraud honestly", "thinking about a lawsuit"]
 
+# What people add around the point: details, context, asides. Mostly neutral, like the
+# padding of real posts (and it gives posts their real length: a median near 100
+# characters, a long tail to several hundred).
+CONTEXT = [
+    "Ordered it on {day} for {people}.", "Order #{n} if anyone from {b} is reading.",
+    "I live in {place} if that matters.", "Tried the chat and the phone line.",
+    "Has this happened to anyone else?", "Posting here because email got no reply.",
+    "Edit: added the order number.", "Not sure what to do next.",
+    "This was my {k}th order with them.", "The tracking page has said the same thing for {time}.",
+    "I paid with a card, not PayPal.", "It was the {p} in the grey colour.",
+    "My receipt says {day}, the box says something else.", "Sharing in case it helps someone.",
+    "They said someone would call back within {k} days.", "Long post, sorry.",
+    "For context I have bought from them for years.", "Screenshots in the comments.",
+    "The store in {place} told me to contact online support.", "Update tomorrow maybe.",
+    "I asked for a replacement {p}, not a voucher.", "My {people} had the same question.",
+]
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
 VIRAL_ROOT = ("{b} refused to refund my dead {p} after {time}, support hung up on me and "
               "then closed my account. this is disgusting. order #{n}")
 VIRAL_REPLIES = [
@@ -189,16 +207,24 @@ class World:
 
     def fill(self, template: str) -> str:
         r = self.rng
-        text = template.format(b=r.choice(BRAND_FORMS), p=r.choice(PRODUCTS),
-                               place=r.choice(PLACES), people=r.choice(PEOPLE),
-                               time=r.choice(TIMES), n=r.randrange(100000, 999999),
-                               d=r.randrange(2, 15))
+        text = self._format(template)
+        extra = r.choices((0, 1, 2, 3, 5), (0.35, 0.3, 0.18, 0.12, 0.05))[0]
+        if extra:
+            context = " ".join(self._format(r.choice(CONTEXT)) for _ in range(extra))
+            text += ("" if text[-1] in ".!?" else ".") + " " + context
         tail = r.random()
         if tail < 0.25:
             text += f" ({r.choice(PLACES)})"
         elif tail < 0.45:
             text += f" #{r.randrange(1000)}" if r.random() < 0.3 else "!"
         return text
+
+    def _format(self, template: str) -> str:
+        r = self.rng
+        return template.format(b=r.choice(BRAND_FORMS), p=r.choice(PRODUCTS),
+                               place=r.choice(PLACES), people=r.choice(PEOPLE),
+                               time=r.choice(TIMES), n=r.randrange(100000, 999999),
+                               d=r.randrange(2, 15), day=r.choice(DAYS), k=r.randrange(2, 20))
 
     def complaint(self) -> str:
         x = self.rng.random()

@@ -12,7 +12,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from connectors.dump import SkipReport, read_dump
 from monitor.clock import Clock, SystemClock
@@ -28,7 +28,7 @@ from monitor.errors import UsageError
 from monitor.models import AlertEvent, Mention
 from monitor.pipeline import Pipeline, RunContext
 from monitor.rules import RuleSet, load_rules
-from monitor.sentiment import SentimentScorer
+from monitor.sentiment import SentimentPool, SentimentScorer, sentiment_text
 from monitor.store import Store, sqlite_url
 from monitor.topics import TopicMatcher
 
@@ -111,12 +111,20 @@ class TempDatabase:
 
 def replay(s: Setup, dumps: Sequence[str], *, fmt: str | None = None, db_url: str | None = None,
            on_event: Callable[[AlertEvent], None] = lambda e: None,
-           progress: Progress | None = None, clock: Clock | None = None) -> ReplayResult:
-    """Run dumps through the engine in event time; events go to ``on_event`` once stored."""
+           progress: Progress | None = None, clock: Clock | None = None,
+           workers: bool | None = None) -> ReplayResult:
+    """Run dumps through the engine in event time; events go to ``on_event`` once stored.
+
+    With ``workers`` (default: when there are two cores or more), sentiment is scored in a
+    worker process while the previous batch is detected and stored; the events are the
+    same, in the same order.
+    """
     clock = clock or SystemClock()
     progress = progress or NoProgress()
     temp = None if db_url else TempDatabase()
-    store = Store.open(db_url or temp.url)  # type: ignore[union-attr]
+    # a temporary database is deleted afterwards: it needs no fsync
+    store = Store.open(db_url or temp.url, durable=db_url is not None)  # type: ignore[union-attr]
+    pool = SentimentPool() if (SentimentPool.usable() if workers is None else workers) else None
     try:
         engine = build_engine(s)
         saved = store.load_state(STATE_NAME) if db_url else None
@@ -126,16 +134,32 @@ def replay(s: Setup, dumps: Sequence[str], *, fmt: str | None = None, db_url: st
         result = ReplayResult(report=SkipReport())
         started = clock.monotonic()
         prefilter = s.matcher.prefilter_terms()
-        for batch in _batches(_read_all(dumps, fmt, prefilter, result, progress), BATCH_SIZE):
-            result.mentions_read += len(batch)
-            ctx = RunContext()
+
+        def finish(ctx: RunContext, items: list[Mention]) -> None:
             with store.transaction() as conn:
                 ctx.conn = conn
-                pipeline.run(ctx, batch)
+                pipeline.finish(ctx, items)
             result.counts.update(ctx.counts)
             for ev in ctx.events:
                 result.events[(ev.rule, ev.severity, ev.event)] += 1
                 on_event(ev)
+
+        pending: tuple[RunContext, list[Mention], Any] | None = None
+        for batch in _batches(_read_all(dumps, fmt, prefilter, result, progress), BATCH_SIZE):
+            result.mentions_read += len(batch)
+            ctx = RunContext()
+            items = pipeline.select(ctx, batch)
+            if pool is None:
+                finish(ctx, pipeline.sentiment.run(ctx, items) if items else items)
+                continue
+            job = pool.submit([sentiment_text(m.title, m.text) for m in items])
+            if pending is not None:
+                _collect(pool, *pending[1:])
+                finish(*pending[:2])
+            pending = (ctx, items, job)
+        if pending is not None:
+            _collect(pool, *pending[1:])  # type: ignore[union-attr]
+            finish(*pending[:2])
         progress.stop()
         result.late = engine.stats.late
         if db_url:
@@ -144,9 +168,16 @@ def replay(s: Setup, dumps: Sequence[str], *, fmt: str | None = None, db_url: st
         result.elapsed = clock.monotonic() - started
         return result
     finally:
+        if pool is not None:
+            pool.close()
         store.close()
         if temp is not None:
             temp.remove()
+
+
+def _collect(pool: SentimentPool, items: list[Mention], job: Any) -> None:
+    for m, compound in zip(items, pool.result(job), strict=True):
+        m.compound = compound
 
 
 def _read_all(dumps: Sequence[str], fmt: str | None, prefilter: list[str] | None,

@@ -21,7 +21,7 @@ app = typer.Typer(
     name="stormwatch", no_args_is_help=True, add_completion=False,
     help="Early-warning monitor for brand crises on social media.\n\n"
          "Replay a dump through the default rules:\n\n"
-         "    stormwatch replay samples/acme-crisis.jsonl.gz --config samples/acme.yaml")
+         "    stormwatch replay samples/acme-week.jsonl.gz --config samples/acme.yaml")
 rules_app = typer.Typer(no_args_is_help=True, help="Validate and test rules files.")
 app.add_typer(rules_app, name="rules")
 
@@ -86,7 +86,7 @@ def replay(
 
     Example:
 
-        stormwatch replay samples/acme-crisis.jsonl.gz --config samples/acme.yaml
+        stormwatch replay samples/acme-week.jsonl.gz --config samples/acme.yaml
 
         zstd -dc RC_2024-01.zst | stormwatch replay - --match acme --json > alerts.jsonl
     """

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from monitor.engine import Engine
 from monitor.models import AlertEvent, Mention
-from monitor.sentiment import SentimentScorer
+from monitor.sentiment import SentimentScorer, sentiment_text
 from monitor.store import Store
 from monitor.topics import TopicMatcher
 
@@ -60,16 +60,19 @@ class DedupStage:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.in_flight: set[str] = set()  # the previous batch's ids, maybe not yet counted
 
     def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
         is_dup = self.engine.is_duplicate
         batch: set[str] = set()
+        in_flight = self.in_flight
         out = []
         for m in items:
-            if m.id in batch or is_dup(m.id):
+            if m.id in batch or m.id in in_flight or is_dup(m.id):
                 continue
             batch.add(m.id)
             out.append(m)
+        self.in_flight = batch
         ctx.counts["duplicates"] += len(items) - len(out)
         return out
 
@@ -83,8 +86,7 @@ class SentimentStage:
     def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
         score = self.scorer.score
         for m in items:
-            m.compound = score(f"{m.title}. {m.text}" if m.title and m.title not in m.text
-                               else m.text)
+            m.compound = score(sentiment_text(m.title, m.text))
         return items
 
 
@@ -119,20 +121,38 @@ class StoreStage:
 
 
 class Pipeline:
-    """The one ordered list of stages."""
+    """The one ordered list of stages.
+
+    ``run`` takes a batch through all of them. A replay may split it to overlap batches:
+    ``select`` (match, dedup), sentiment scored elsewhere (``SentimentPool``), then
+    ``finish`` (detect, store) — the same stages in the same order.
+    """
 
     def __init__(self, matcher: TopicMatcher, engine: Engine, scorer: SentimentScorer,
                  store: Store | None) -> None:
-        self.stages: tuple[Stage, ...] = (MatchStage(matcher), DedupStage(engine),
-                                          SentimentStage(scorer), DetectStage(engine))
+        self.selecting: tuple[Stage, ...] = (MatchStage(matcher), DedupStage(engine))
+        self.sentiment = SentimentStage(scorer)
+        self.detect = DetectStage(engine)
         self.store_stage = StoreStage(store) if store is not None else None
 
     def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
         """One batch through every stage; the store stage runs even for events alone."""
-        for stage in self.stages:
+        items = self.select(ctx, items)
+        if items:
+            items = self.sentiment.run(ctx, items)
+        return self.finish(ctx, items)
+
+    def select(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
+        for stage in self.selecting:
             items = stage.run(ctx, items)
             if not items:
                 break
+        return items
+
+    def finish(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
+        """Detect and store a batch whose sentiment is set."""
+        if items:
+            items = self.detect.run(ctx, items)
         if self.store_stage is not None and (items or ctx.events):
             self.store_stage.run(ctx, items)
         return items

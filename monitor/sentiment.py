@@ -8,7 +8,11 @@ its tone, and a hostile megabyte must not stall the engine.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
@@ -40,3 +44,59 @@ class SentimentScorer:
         if len(cache) > self._cache_size:
             cache.popitem(last=False)
         return value
+
+
+def sentiment_text(title: str | None, text: str) -> str:
+    """What is scored: the title and the text together (a submission's title carries tone)."""
+    return f"{title}. {text}" if title and title not in text else text
+
+
+_worker_scorer: SentimentScorer | None = None
+
+
+def _init_worker() -> None:
+    global _worker_scorer
+    _worker_scorer = SentimentScorer()
+
+
+def _score_all(texts: Sequence[str]) -> list[float]:
+    assert _worker_scorer is not None
+    score = _worker_scorer.score
+    return [score(t) for t in texts]
+
+
+class SentimentPool:
+    """Scores batches in a worker process, so a replay's parsing, detection and storage
+    overlap with VADER instead of waiting for it. Same scores, same order; if the worker
+    dies, the batch is scored here instead.
+
+    ``SentimentPool.usable()`` is False on a single core, where a worker only adds cost.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ProcessPoolExecutor(max_workers=1, initializer=_init_worker)
+        self._local: SentimentScorer | None = None
+
+    @staticmethod
+    def usable() -> bool:
+        return (os.cpu_count() or 1) >= 2
+
+    def submit(self, texts: list[str]) -> tuple[list[str], Future[list[float]] | None]:
+        try:
+            return texts, self._pool.submit(_score_all, texts)
+        except (BrokenProcessPool, RuntimeError):
+            return texts, None
+
+    def result(self, job: tuple[list[str], Future[list[float]] | None]) -> list[float]:
+        texts, future = job
+        if future is not None:
+            try:
+                return future.result()
+            except BrokenProcessPool:
+                pass
+        if self._local is None:
+            self._local = SentimentScorer()
+        return [self._local.score(t) for t in texts]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

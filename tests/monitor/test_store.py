@@ -118,3 +118,16 @@ def test_bad_urls_are_clear_errors(tmp_path: str) -> None:
         Store.open("mysql://u@localhost/x")
     with pytest.raises(StoreError, match="database error"):
         Store.open("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_hostile_field_sizes_are_stored_whole(store: Store) -> None:
+    """Ids, authors, languages and sources come from outside: no length limit may drop a
+    batch (PostgreSQL enforces VARCHAR lengths)."""
+    long = Mention(id="rss:" + "https://example.com/" + "a" * 3000, text="x" * 100_000,
+                   created_at=T0, source="rss" + "s" * 100, author="\u202e" + "b" * 1000,
+                   lang="en-" + "x" * 100, thread_id="rss:" + "t" * 2000, topics=("acme",))
+    with store.transaction() as conn:
+        store.add_mentions(conn, [long])
+    (got,) = list(store.iter_mentions())
+    assert (got.id, got.author, got.lang, got.thread_id, len(got.text)) == (
+        long.id, long.author, long.lang, long.thread_id, 100_000)

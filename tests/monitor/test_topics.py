@@ -46,3 +46,22 @@ def test_match_terms_and_prefilter() -> None:
     assert tm.names == ("acme",)
     assert tm.prefilter_terms() == ["@acme", "acme"]
     assert TopicMatcher.for_match(["café"]).prefilter_terms() is None  # JSON may escape it
+
+
+def test_the_fast_screen_never_hides_a_match() -> None:
+    """Terms.search (screen, then exact pattern) agrees with the exact pattern alone."""
+    import random
+    import re
+
+    from monitor.topics import Terms, term_pattern
+
+    rng = random.Random(3)
+    terms = ["acme", "acme corp", "@acme", "#acmefail", "data breach", "café", "Straße"]
+    exact = re.compile("|".join(term_pattern(t) for t in terms), re.IGNORECASE)
+    screened = Terms(terms)
+    pieces = ["ACME", "acme", "Acme  CORP", "@Acme", "#ACMEfail", "data\tbreach", "CAFÉ",
+              "STRASSE", "straße", "acmeville", "x@acme", "data", "breach", " ", ".", "\n",
+              "é", "ß", "#", "@"]
+    for _ in range(5000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 6)))
+        assert bool(screened.search(text)) == bool(exact.search(text)), text
