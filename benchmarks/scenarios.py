@@ -420,24 +420,24 @@ EPISODES = {"viral": viral, "outage": outage, "giveaway": giveaway, "angry": ang
             "news": news}
 
 
-def generate(seed: int, days: int = 7, rate: float = 1.0) -> tuple[list[dict[str, Any]],
-                                                                    dict[str, Any]]:
-    """Mentions (sorted by time) and labels for one seed."""
+def generate(seed: int, days: int = 7, rate: float = 1.0, episodes: bool = True
+             ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Mentions (sorted by time) and labels for one seed (``episodes=False``: calm only)."""
     rng = random.Random(seed)
     w = World(rng=rng, rate=rate)
     end = START + days * 86400
     background(w, START, end)
-    episodes: list[Episode] = []
-    if days >= 3:
+    placed: list[Episode] = []
+    if episodes and days >= 3:
         kinds = list(EPISODES)
         rng.shuffle(kinds)
         slots = _slots(rng, len(kinds), START + 36 * 3600, end - 8 * 3600)
         for kind, t0 in zip(kinds, slots, strict=True):
-            episodes.append(EPISODES[kind](w, t0))
+            placed.append(EPISODES[kind](w, t0))
     w.mentions = [m for m in w.mentions if m["created_at"] < _iso(end)]
     w.mentions.sort(key=lambda m: m["created_at"])
     labels = {"seed": seed, "start": _iso(START), "end": _iso(end), "topic": TOPIC,
-              "incidents": [e.label() for e in sorted(episodes, key=lambda e: e.start)]}
+              "incidents": [e.label() for e in sorted(placed, key=lambda e: e.start)]}
     return w.mentions, labels
 
 
@@ -477,8 +477,9 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--rate", type=float, default=1.0, help="volume multiplier")
     ap.add_argument("--out", required=True, help="mention JSONL (.gz to compress)")
+    ap.add_argument("--calm", action="store_true", help="background only, no episodes")
     a = ap.parse_args()
-    mentions, labels = generate(a.seed, a.days, a.rate)
+    mentions, labels = generate(a.seed, a.days, a.rate, episodes=not a.calm)
     labels_path = write(mentions, labels, a.out)
     sys.stderr.write(f"{len(mentions):,} mentions -> {a.out}; labels -> {labels_path}\n")
 

@@ -337,7 +337,8 @@ def parse_mention(obj: dict[str, Any], notes: Notes) -> Mention:
             notes.append(("bad 'author_followers' dropped",
                           f"expected a whole number, found {followers!r:.40}"))
     metrics = _metrics(obj.get("metrics"), notes)
-    extra = {k: v for k, v in obj.items() if k not in KNOWN_KEYS}
+    extra = {} if obj.keys() <= KNOWN_KEYS else {
+        k: v for k, v in obj.items() if k not in KNOWN_KEYS}
     return Mention(id=mid, text=text, created_at=created, source=source,
                    thread_id=qualify(source, thread) if thread else mid,
                    parent_id=qualify(source, parent) if parent else None,

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -135,31 +136,54 @@ def replay(s: Setup, dumps: Sequence[str], *, fmt: str | None = None, db_url: st
         started = clock.monotonic()
         prefilter = s.matcher.prefilter_terms()
 
-        def finish(ctx: RunContext, items: list[Mention]) -> None:
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        writing: Future[RunContext] | None = None
+
+        def write(ctx: RunContext, items: list[Mention]) -> RunContext:
             with store.transaction() as conn:
                 ctx.conn = conn
-                pipeline.finish(ctx, items)
+                pipeline.store_only(ctx, items)
+            return ctx
+
+        def written() -> None:
+            """Wait for the batch being written; its events go out once stored."""
+            nonlocal writing
+            if writing is None:
+                return
+            ctx, writing = writing.result(), None
             result.counts.update(ctx.counts)
             for ev in ctx.events:
                 result.events[(ev.rule, ev.severity, ev.event)] += 1
                 on_event(ev)
 
+        def finish(ctx: RunContext, items: list[Mention]) -> None:
+            # SQLite works without the GIL: this batch is stored while the next is detected
+            nonlocal writing
+            items = pipeline.detect_only(ctx, items)
+            written()
+            writing = writer.submit(write, ctx, items)
+
         pending: tuple[RunContext, list[Mention], Any] | None = None
-        for batch in _batches(_read_all(dumps, fmt, prefilter, result, progress), BATCH_SIZE):
-            result.mentions_read += len(batch)
-            ctx = RunContext()
-            items = pipeline.select(ctx, batch)
-            if pool is None:
-                finish(ctx, pipeline.sentiment.run(ctx, items) if items else items)
-                continue
-            job = pool.submit([sentiment_text(m.title, m.text) for m in items])
+        try:
+            for batch in _batches(_read_all(dumps, fmt, prefilter, result, progress),
+                                  BATCH_SIZE):
+                result.mentions_read += len(batch)
+                ctx = RunContext()
+                items = pipeline.select(ctx, batch)
+                if pool is None:
+                    finish(ctx, pipeline.sentiment.run(ctx, items) if items else items)
+                    continue
+                job = pool.submit([sentiment_text(m.title, m.text) for m in items])
+                if pending is not None:
+                    _collect(pool, *pending[1:])
+                    finish(*pending[:2])
+                pending = (ctx, items, job)
             if pending is not None:
-                _collect(pool, *pending[1:])
+                _collect(pool, *pending[1:])  # type: ignore[union-attr]
                 finish(*pending[:2])
-            pending = (ctx, items, job)
-        if pending is not None:
-            _collect(pool, *pending[1:])  # type: ignore[union-attr]
-            finish(*pending[:2])
+            written()
+        finally:
+            writer.shutdown(wait=True)
         progress.stop()
         result.late = engine.stats.late
         if db_url:

@@ -46,6 +46,7 @@ class Engine:
         self._topic_spans = sorted({(r.window, r.filter_key) for r in self.topic_rules})
         self._thread_spans = sorted({(r.window, r.filter_key) for r in self.thread_rules})
         self._thread_min = {r.name: _min_mentions(r) for r in self.thread_rules}
+        self._thread_floor = min(self._thread_min.values(), default=0)
         longest_thread = max((r.window for r in self.thread_rules), default=3600)
         longest = max((r.window for r in rules.rules), default=3600)
         self.thread_idle = 2 * longest_thread + BUCKET
@@ -165,9 +166,12 @@ class Engine:
             self._evict(T)
 
     def _evaluate_thread(self, thread: Scope, T: float, events: list[AlertEvent]) -> None:
+        book = self.book
+        if thread.total < self._thread_floor and not (book.open and any(
+                (name, thread.key) in book.open for name in self._thread_min)):
+            return  # too few mentions ever for any thread rule, and nothing open to resolve
         for w in thread.windows.values():
             w.advance(T)
-        book = self.book
         cache: dict[tuple[int, str], dict[str, Any]] = {}
         for rule in self.thread_rules:
             if not rule.applies_to(thread.topic):

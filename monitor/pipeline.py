@@ -123,9 +123,10 @@ class StoreStage:
 class Pipeline:
     """The one ordered list of stages.
 
-    ``run`` takes a batch through all of them. A replay may split it to overlap batches:
+    ``run`` takes a batch through all of them. A replay splits it to overlap batches:
     ``select`` (match, dedup), sentiment scored elsewhere (``SentimentPool``), then
-    ``finish`` (detect, store) — the same stages in the same order.
+    ``detect_only`` and ``store_only`` (the latter in a writer thread, while the next
+    batch is detected) — the same stages in the same order for every batch.
     """
 
     def __init__(self, matcher: TopicMatcher, engine: Engine, scorer: SentimentScorer,
@@ -151,8 +152,13 @@ class Pipeline:
 
     def finish(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
         """Detect and store a batch whose sentiment is set."""
-        if items:
-            items = self.detect.run(ctx, items)
+        items = self.detect_only(ctx, items)
+        self.store_only(ctx, items)
+        return items
+
+    def detect_only(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
+        return self.detect.run(ctx, items) if items else items
+
+    def store_only(self, ctx: RunContext, items: list[Mention]) -> None:
         if self.store_stage is not None and (items or ctx.events):
             self.store_stage.run(ctx, items)
-        return items

@@ -44,8 +44,10 @@ mentions = sa.Table(
     sa.Column("compound", sa.Float),
     sa.Column("data", sa.Text),  # JSON: metrics, topic, extra keys
     sa.Index("ix_mentions_created_at", "created_at"),
-    sa.Index("ix_mentions_thread", "thread_id"),
 )
+
+MENTION_COLUMNS = ("id", "source", "thread_id", "parent_id", "author", "created_at", "text",
+                   "title", "url", "lang", "author_followers", "topics", "compound", "data")
 
 alerts = sa.Table(
     "alerts", metadata,
@@ -104,7 +106,7 @@ class Store:
         self._insert_mention = (
             f"INSERT INTO {mentions.name} ({', '.join(cols)}) "
             f"VALUES ({', '.join([mark] * len(cols))}) ON CONFLICT DO NOTHING")
-        self._mention_cols = tuple(cols)
+        assert cols == list(MENTION_COLUMNS), "add_mentions builds rows in this order"
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True, durable: bool = True) -> Store:
@@ -165,14 +167,10 @@ class Store:
                 data["extra"] = m.extra
             if m.topic is not None:
                 data["topic"] = m.topic
-            row = {
-                "id": m.id, "source": m.source, "thread_id": m.thread_id,
-                "parent_id": m.parent_id, "author": m.author, "created_at": m.created_at,
-                "text": m.text, "title": m.title, "url": m.url, "lang": m.lang,
-                "author_followers": m.author_followers, "topics": ",".join(m.topics),
-                "compound": m.compound,
-                "data": dumps(data, default=str).decode() if data else None}
-            rows.append(tuple(row[c] for c in self._mention_cols))
+            rows.append((m.id, m.source, m.thread_id, m.parent_id, m.author, m.created_at,
+                         m.text, m.title, m.url, m.lang, m.author_followers,
+                         ",".join(m.topics), m.compound,
+                         dumps(data, default=str).decode() if data else None))
         conn.exec_driver_sql(self._insert_mention, rows)
 
     def iter_mentions(self, *, since: float | None = None, until: float | None = None,
@@ -267,4 +265,5 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA cache_size=-65536")  # 64 MiB: index pages of a big replay stay hot
     cur.close()

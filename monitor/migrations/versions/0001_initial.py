@@ -32,7 +32,6 @@ def upgrade() -> None:
         sa.Column("data", sa.Text),
     )
     op.create_index("ix_mentions_created_at", "mentions", ["created_at"])
-    op.create_index("ix_mentions_thread", "mentions", ["thread_id"])
     op.create_table(
         "alerts",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
