@@ -42,7 +42,7 @@ def make_dump(n: int) -> str:
         return path
     os.makedirs(DATA, exist_ok=True)
     days = 7
-    rate = max(1.0, n / 7000.0)  # the generator makes 7,700-10,000 a week at rate 1
+    rate = max(1.0, n / 6500.0)  # calm weeks hold 7,000-9,000 mentions at rate 1
     tmp = path + ".tmp"
     subprocess.run([sys.executable, os.path.join(HERE, "scenarios.py"), "--seed", "42",
                     "--days", str(days), "--rate", f"{rate:.3f}", "--calm", "--out", tmp],

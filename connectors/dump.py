@@ -18,11 +18,12 @@ recorded in ``report.broken``.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import csv
 import gzip
 import io
+import queue
 import sys
+import threading
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ from monitor.models import METRIC_KEYS, Mention, TimeFormatError, parse_time, qu
 FORMATS = ("jsonl", "pushshift", "jetstream", "csv")
 CHUNK = 1 << 20
 MAX_LINE = 16 << 20  # a longer line is skipped, not buffered
+ZSTD_READ = 1 << 17
 ZSTD_MAX_WINDOW = 2**31  # Pushshift / Arctic Shift dumps are compressed with --long=31
 MAX_EXAMPLES = 20
 CLOCK_SKEW = 86400.0  # a Jetstream createdAt further than this from time_us is not trusted
@@ -127,7 +129,9 @@ class ZstdFrames:
 
     def read(self, size: int = CHUNK) -> bytes:
         while True:
-            data = self.raw.read(size)
+            # small compressed reads: a megabyte in at once makes ~8 MB out, and zstandard
+            # then spends more time growing its output buffer than decompressing
+            data = self.raw.read(ZSTD_READ)
             if not data:
                 if self.fed and not self.frame.eof:
                     raise zstandard.ZstdError("the data ends inside a zstd frame (truncated)")
@@ -148,22 +152,67 @@ class ZstdFrames:
 DECOMPRESS_ERRORS = (zstandard.ZstdError, EOFError, gzip.BadGzipFile, zlib.error, OSError)
 
 
-def _blocks(stream: IO[bytes], path: str, report: SkipReport,
-            on_progress: Callable[[int], None] | None, raw: IO[bytes]) -> Iterator[bytes]:
+class ReadAhead:
+    """Reads the next blocks in a thread. zlib and zstandard decompress without holding
+    the GIL, so the next block is being decompressed while this one is scanned."""
+
+    def __init__(self, stream: IO[bytes], raw: IO[bytes], depth: int = 4) -> None:
+        self._queue: queue.Queue[tuple[bytes, int | None, BaseException | None]] = \
+            queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(stream, raw), daemon=True,
+                                        name="dump-read-ahead")
+        self._thread.start()
+
+    def _run(self, stream: IO[bytes], raw: IO[bytes]) -> None:
+        try:
+            while not self._stop.is_set():
+                block = stream.read(CHUNK)
+                try:
+                    pos: int | None = raw.tell()
+                except (OSError, ValueError):
+                    pos = None
+                self._put((block, pos, None))
+                if not block:
+                    return
+        except BaseException as e:  # handed to the reader, raised there
+            self._put((b"", None, e))
+
+    def _put(self, item: tuple[bytes, int | None, BaseException | None]) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self) -> tuple[bytes, int | None]:
+        """The next block ('' at the end) and how far into the raw file it came from."""
+        block, pos, error = self._queue.get()
+        if error is not None:
+            raise error
+        return block, pos
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _blocks(ahead: ReadAhead, path: str, report: SkipReport,
+            on_progress: Callable[[int], None] | None) -> Iterator[bytes]:
     """Blocks of whole lines (each ending in ``\\n`` except maybe the last)."""
     rest = b""
     oversized = False
     while True:
         try:
-            block = stream.read(CHUNK)
+            block, pos = ahead.read()
         except DECOMPRESS_ERRORS as e:
             report.broken.append(f"{path}: {e}")
             report.skip(path, report.lines + 1, "truncated or corrupt compressed data",
                         "the rest of this file is lost; the lines before it were read")
             return
-        if on_progress is not None:
-            with contextlib.suppress(OSError, ValueError):
-                on_progress(raw.tell())
+        if on_progress is not None and pos is not None:
+            on_progress(pos)
         if not block:
             if rest and not oversized:
                 yield rest
@@ -201,8 +250,9 @@ def read_dump(path: str, *, fmt: str | None = None, prefilter: list[str] | None 
         raise UsageError(f"unknown dump format {fmt!r}; expected one of: {', '.join(FORMATS)}")
     report = report if report is not None else SkipReport()
     stream, raw = open_dump(path)
+    ahead = ReadAhead(stream, raw)
     try:
-        blocks = _blocks(stream, path, report, on_progress, raw)
+        blocks = _blocks(ahead, path, report, on_progress)
         first = next(blocks, b"")
         fmt = fmt or detect_format(first, path)
         if fmt == "csv":
@@ -211,6 +261,7 @@ def read_dump(path: str, *, fmt: str | None = None, prefilter: list[str] | None 
             yield from _read_json_lines(_chain(first, blocks), path, report, PARSERS[fmt],
                                         prefilter)
     finally:
+        ahead.close()
         if raw is not sys.stdin.buffer:
             raw.close()
 

@@ -47,6 +47,7 @@ class Engine:
         self._thread_spans = sorted({(r.window, r.filter_key) for r in self.thread_rules})
         self._thread_min = {r.name: _min_mentions(r) for r in self.thread_rules}
         self._thread_floor = min(self._thread_min.values(), default=0)
+        self._topic_min = {r.name: _min_mentions(r) for r in self.topic_rules}
         longest_thread = max((r.window for r in self.thread_rules), default=3600)
         longest = max((r.window for r in rules.rules), default=3600)
         self.thread_idle = 2 * longest_thread + BUCKET
@@ -150,6 +151,9 @@ class Engine:
                 if not rule.applies_to(scope.key):
                     continue
                 sk = (rule.window, rule.filter_key)
+                if scope.windows[sk].n < self._topic_min[rule.name] and (
+                        rule.name, scope.key) not in book.open:
+                    continue  # cannot hold, and nothing pending or firing to update
                 sig = cache.get(sk) or cache.setdefault(sk, scope.signals(*sk, T))
                 ev = book.evaluate(rule, scope.key, scope.key, T, sig, scope.top_posts)
                 if ev is not None:

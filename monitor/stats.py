@@ -189,6 +189,7 @@ class SeasonalBaseline:
         self.seen = 0              # bins learned
         self.hour_seen = [0] * self.HOURS
         self.hour_sum = [0.0] * self.HOURS  # counts summed by hour during warm-up
+        self._memo: dict[Any, Any] = {}  # expected() within one minute's evaluation
 
     def _hour(self, t: float) -> int:
         return int(t // 3600) % self.HOURS
@@ -206,6 +207,17 @@ class SeasonalBaseline:
         """Expected count in ``[start, end)``, or None during warm-up (unless forced)."""
         if self.warming_up() and not (force and self.seen > 0):
             return None
+        key = (start, end)
+        memo = self._memo
+        if memo.get("seen") != self.seen:  # learned since: forget
+            memo.clear()
+            memo["seen"] = self.seen
+        elif key in memo:
+            return memo[key]
+        memo[key] = value = self._expected(start, end)
+        return value
+
+    def _expected(self, start: float, end: float) -> float:
         total, t = 0.0, start
         while t < end:
             step = min(end, (t // 3600 + 1) * 3600) - t
