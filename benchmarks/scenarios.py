@@ -112,7 +112,7 @@ CONTEXT = [
     "They said someone would call back within {k} days.", "Long post, sorry.",
     "For context I have bought from them for years.", "Screenshots in the comments.",
     "The store in {place} told me to contact online support.", "Update tomorrow maybe.",
-    "I asked for a replacement {p}, not a voucher.", "My {people} had the same question.",
+    "I asked for a replacement {p}, not a voucher.", "Asked {people}, same question.",
 ]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
@@ -208,15 +208,15 @@ class World:
     def fill(self, template: str) -> str:
         r = self.rng
         text = self._format(template)
-        extra = r.choices((0, 1, 2, 3, 5), (0.35, 0.3, 0.18, 0.12, 0.05))[0]
-        if extra:
-            context = " ".join(self._format(r.choice(CONTEXT)) for _ in range(extra))
-            text += ("" if text[-1] in ".!?" else ".") + " " + context
         tail = r.random()
         if tail < 0.25:
             text += f" ({r.choice(PLACES)})"
         elif tail < 0.45:
             text += f" #{r.randrange(1000)}" if r.random() < 0.3 else "!"
+        extra = r.choices((0, 1, 2, 3, 5), (0.35, 0.3, 0.18, 0.12, 0.05))[0]
+        if extra:
+            context = " ".join(self._format(c) for c in r.sample(CONTEXT, extra))
+            text += ("" if text[-1] in ".!?" else ".") + " " + context
         return text
 
     def _format(self, template: str) -> str:

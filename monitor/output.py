@@ -62,7 +62,8 @@ def event_line(ev: AlertEvent) -> None:
     if ev.summary and ev.event != "resolved":
         line += f"\n    {ev.summary}"
     for post in ev.top_posts[:3] if ev.event != "resolved" else ():
-        text = " ".join(str(post.get("text", "")).split())[:140]
+        text = " ".join(str(post.get("text", "")).split())
+        text = text if len(text) <= 140 else text[:139] + "…"
         line += f"\n    - [{post.get('why')}] {post.get('author') or '?'}: {text}"
         if post.get("url"):
             line += f"\n      {post['url']}"
