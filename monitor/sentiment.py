@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
@@ -28,9 +29,8 @@ class SentimentScorer:
     """
 
     def __init__(self, cache_size: int = CACHE_SIZE) -> None:
-        self._analyzer = SentimentIntensityAnalyzer()
-        self._polarity = self._analyzer.polarity_scores
-        self._cache: OrderedDict[str, float] = OrderedDict()
+        self._polarity: Any = None  # VADER's lexicon loads on first use (a replay scores
+        self._cache: OrderedDict[str, float] = OrderedDict()  # in a worker instead)
         self._cache_size = cache_size
 
     def score(self, text: str) -> float:
@@ -39,6 +39,8 @@ class SentimentScorer:
         if value is not None:
             cache.move_to_end(text)
             return value
+        if self._polarity is None:
+            self._polarity = SentimentIntensityAnalyzer().polarity_scores
         value = float(self._polarity(text[:MAX_CHARS])["compound"]) if text else 0.0
         cache[text] = value
         if len(cache) > self._cache_size:
