@@ -48,6 +48,10 @@ class Engine:
         self._thread_min = {r.name: _min_mentions(r) for r in self.thread_rules}
         self._thread_floor = min(self._thread_min.values(), default=0)
         self._topic_min = {r.name: _min_mentions(r) for r in self.topic_rules}
+        self._seed_threads = not self.thread_rules or self._thread_floor >= 2
+        # thread id -> its only mention so far: (ts, author, compound, engagement, reach,
+        # matched filters, evidence post, topic, is the root)
+        self.seeds: dict[str, tuple[Any, ...]] = {}
         longest_thread = max((r.window for r in self.thread_rules), default=3600)
         longest = max((r.window for r in rules.rules), default=3600)
         self.thread_idle = 2 * longest_thread + BUCKET
@@ -88,15 +92,32 @@ class Engine:
         matched = ({k for k, rx in self.filters.items() if rx.search(text)}
                    if self.filters else ())
         post = (ts, m.id, m.author, text[:TEXT_KEEP], m.url, compound, eng)
-        thread = self.threads.get(m.thread_id)
+        tid = m.thread_id
+        thread = self.threads.get(tid)
         if thread is None:
-            thread = Scope("thread", m.thread_id, m.topics[0], self._thread_spans)
-            thread.first_seen = ts
-            self.threads[m.thread_id] = thread
-        if thread.root is None and m.id == m.thread_id:
-            thread.root = post
-        self._count(thread, ts, author, compound, eng, reach, matched, post)
-        self.dirty.add(m.thread_id)
+            seed = self.seeds.pop(tid, None)
+            if seed is None and self._seed_threads:
+                # Most threads never get a second mention: until one does, the thread is
+                # this tuple, not a Scope (no rule can hold on a single mention).
+                self.seeds[tid] = (ts, author, compound, eng, reach, tuple(matched), post,
+                                   m.topics[0], m.id == tid)
+            else:
+                thread = Scope("thread", tid, m.topics[0], self._thread_spans)
+                self.threads[tid] = thread
+                if seed is not None:
+                    s_ts, s_author, s_comp, s_eng, s_reach, s_matched, s_post, _, s_root = seed
+                    thread.first_seen = s_ts
+                    if s_root:
+                        thread.root = s_post
+                    self._count(thread, s_ts, s_author, s_comp, s_eng, s_reach, s_matched,
+                                s_post)
+                else:
+                    thread.first_seen = ts
+        if thread is not None:
+            if thread.root is None and m.id == tid:
+                thread.root = post
+            self._count(thread, ts, author, compound, eng, reach, matched, post)
+            self.dirty.add(tid)
         for name in m.topics:
             topic = self.topics.get(name) or self._new_topic(name, ts)
             self._count(topic, ts, author, compound, eng, reach, matched, post)
@@ -212,6 +233,10 @@ class Engine:
             if key not in active:
                 del self.threads[key]
                 self.stats.threads_evicted += 1
+        seeds = self.seeds
+        for key in [k for k, seed in seeds.items() if seed[0] < cutoff]:
+            del seeds[key]
+            self.stats.threads_evicted += 1
         order, ids, old = self._recent_order, self._recent_ids, T - self.dedup_horizon
         while order and order[0][0] < old:
             ts, mid = order.popleft()
@@ -224,6 +249,8 @@ class Engine:
         return {"version": 1, "now": self.now, "last_evict": self._last_evict,
                 "topics": [s.state() for s in self.topics.values()],
                 "threads": [s.state() for s in self.threads.values()],
+                "seeds": [[k, *seed[:5], list(seed[5]), list(seed[6]), *seed[7:]]
+                          for k, seed in self.seeds.items()],
                 "alerts": self.book.state(), "recent_ids": list(self._recent_order)}
 
     def restore(self, s: dict[str, Any]) -> None:
@@ -234,6 +261,9 @@ class Engine:
             self.topics[ts["key"]] = Scope.from_state(ts, self._topic_spans)
         for ts in s.get("threads", []):
             self.threads[ts["key"]] = Scope.from_state(ts, self._thread_spans)
+        for key, t, author, comp, eng, reach, matched, post, topic, root in s.get("seeds", []):
+            self.seeds[key] = (float(t), author, float(comp), int(eng), int(reach),
+                               tuple(matched), tuple(post), topic, bool(root))
         self.book = AlertBook.from_state(s.get("alerts", {}), {r.name for r in self.rules.rules})
         for t, mid in s.get("recent_ids", []):
             self._recent_order.append((float(t), mid))

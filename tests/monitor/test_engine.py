@@ -95,11 +95,26 @@ def test_restart_from_saved_state_is_seamless(
         assert ev1 + ev2 == baseline_events, f"cut at {cut}"
 
 
+def test_a_thread_seen_once_before_a_restart_grows_after_it(
+        baseline_events: list[tuple[str, str, str, float]]) -> None:
+    """The viral thread's first post is saved as a one-mention thread; the rest of the
+    thread after a restart fires exactly as without the restart."""
+    ms = stream()
+    cut = next(i for i, m in enumerate(ms) if m.id == "dump:v0") + 1
+    first, ev1 = run(ms[:cut])
+    assert "dump:v0" in first.seeds and "dump:v0" not in first.threads
+    second = Engine(rules(), ("all",))
+    second.restore(orjson.loads(orjson.dumps(first.state())))
+    _, ev2 = run(ms[cut:], engine=second)
+    assert ev1 + ev2 == baseline_events
+    assert any(key == "dump:v0" for _, _, key, _ in ev2)
+
+
 def test_state_stays_bounded_over_a_long_stream() -> None:
     ms = stream(seed=3, days=4)
     engine, _ = run(ms)
     assert engine.stats.threads_evicted > 0.9 * len(ms)
-    assert len(engine.threads) < 400
+    assert len(engine.threads) + len(engine.seeds) < 400
     assert len(engine._recent_ids) < 3 * 4 * 60 * 2   # a few hours of ids, not four days
 
 
