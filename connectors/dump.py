@@ -202,14 +202,18 @@ def _blocks(ahead: BlockReader, path: str, report: SkipReport,
             if len(rest) > MAX_LINE:
                 oversized, rest = True, b""
             continue
-        head, tail = block[:cut + 1], block[cut + 1:]
+        first = block.find(b"\n") + 1
         if oversized:
-            nl = head.find(b"\n")
             report.lines += 1
             report.skip(path, report.lines, "line longer than 16 MiB")
-            oversized, head = False, head[nl + 1:]
-        yield rest + head
-        rest = tail
+            oversized = False
+        elif rest or first == cut + 1:
+            yield rest + block[:first]  # the line carried over, completed: small
+        else:
+            first = 0
+        if first < cut + 1:
+            yield block[first:cut + 1]  # one copy of the block, not two
+        rest = block[cut + 1:]
 
 
 # --------------------------------------------------------------------------- reading
