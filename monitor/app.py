@@ -125,13 +125,15 @@ def replay(s: Setup, dumps: Sequence[str], *, fmt: str | None = None, db_url: st
     temp = None if db_url else TempDatabase()
     # a temporary database is deleted afterwards: it needs no fsync
     store = Store.open(db_url or temp.url, durable=db_url is not None)  # type: ignore[union-attr]
-    pool = SentimentPool() if (SentimentPool.usable() if workers is None else workers) else None
+    scorer = SentimentScorer()
+    use_pool = SentimentPool.usable() if workers is None else workers
+    pool = SentimentPool(fallback=scorer) if use_pool else None
     try:
         engine = build_engine(s)
         saved = store.load_state(STATE_NAME) if db_url else None
         if saved:
             engine.restore(saved)
-        pipeline = Pipeline(s.matcher, engine, SentimentScorer(), store)
+        pipeline = Pipeline(s.matcher, engine, scorer, store)
         result = ReplayResult(report=SkipReport())
         started = clock.monotonic()
         prefilter = s.matcher.prefilter_terms()

@@ -75,9 +75,9 @@ class SentimentPool:
     ``SentimentPool.usable()`` is False on a single core, where a worker only adds cost.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fallback: SentimentScorer) -> None:
         self._pool = ProcessPoolExecutor(max_workers=1, initializer=_init_worker)
-        self._local: SentimentScorer | None = None
+        self._fallback = fallback  # the caller's own scorer, used if the worker dies
 
     @staticmethod
     def usable() -> bool:
@@ -96,9 +96,7 @@ class SentimentPool:
                 return future.result()
             except BrokenProcessPool:
                 pass
-        if self._local is None:
-            self._local = SentimentScorer()
-        return [self._local.score(t) for t in texts]
+        return [self._fallback.score(t) for t in texts]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

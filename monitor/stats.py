@@ -189,7 +189,9 @@ class SeasonalBaseline:
         self.seen = 0              # bins learned
         self.hour_seen = [0] * self.HOURS
         self.hour_sum = [0.0] * self.HOURS  # counts summed by hour during warm-up
-        self._memo: dict[Any, Any] = {}  # expected() within one minute's evaluation
+        # expected() answers, valid until the next bin is learned
+        self._memo: dict[tuple[float, float], float] = {}
+        self._memo_seen = -1
 
     def _hour(self, t: float) -> int:
         return int(t // 3600) % self.HOURS
@@ -207,14 +209,14 @@ class SeasonalBaseline:
         """Expected count in ``[start, end)``, or None during warm-up (unless forced)."""
         if self.warming_up() and not (force and self.seen > 0):
             return None
-        key = (start, end)
         memo = self._memo
-        if memo.get("seen") != self.seen:  # learned since: forget
+        if self._memo_seen != self.seen:  # learned since: forget
             memo.clear()
-            memo["seen"] = self.seen
-        elif key in memo:
-            return memo[key]
-        memo[key] = value = self._expected(start, end)
+            self._memo_seen = self.seen
+        key = (start, end)
+        value = memo.get(key)
+        if value is None:
+            memo[key] = value = self._expected(start, end)
         return value
 
     def _expected(self, start: float, end: float) -> float:
