@@ -21,6 +21,7 @@ import codecs
 import csv
 import gzip
 import io
+import os
 import sys
 import zlib
 from collections import Counter
@@ -66,6 +67,16 @@ class SkipReport:
     def warn(self, path: str, line: int, reason: str, detail: str = "") -> None:
         self.warnings += 1
         self._note(path, line, reason, detail)
+
+    def merge(self, other: SkipReport) -> None:
+        """Add another report's counts (another file's, or a helper's) to this one."""
+        self.lines += other.lines
+        self.skipped += other.skipped
+        self.ignored += other.ignored
+        self.warnings += other.warnings
+        self.by_reason.update(other.by_reason)
+        self.examples.extend(other.examples[:max(0, MAX_EXAMPLES - len(self.examples))])
+        self.broken.extend(other.broken)
 
     def _note(self, path: str, line: int, reason: str, detail: str) -> None:
         self.by_reason[reason] += 1
@@ -221,25 +232,115 @@ def _blocks(ahead: BlockReader, path: str, report: SkipReport,
 
 def read_dump(path: str, *, fmt: str | None = None, prefilter: list[str] | None = None,
               report: SkipReport | None = None,
-              on_progress: Callable[[int], None] | None = None) -> Iterator[Mention]:
-    """Stream mentions out of one dump file (or ``-``).
+              on_progress: Callable[[int], None] | None = None,
+              helper: bool | None = None) -> DumpReader:
+    """Stream mentions out of one dump file (or ``-``): iterate the returned reader.
 
     ``prefilter``: lowercase ASCII literals; a JSON line containing none of them is not
     parsed (it cannot be in scope). Not used for CSV, whose records may span lines.
+    ``helper`` (default: on two cores or more): such a scan of a file runs in a helper
+    process (:mod:`connectors.scan`), started now, so that decompressing and searching
+    overlap with whatever the caller does meanwhile. Line numbers count from 1 per file.
     """
-    if fmt is not None and fmt not in FORMATS:
-        raise UsageError(f"unknown dump format {fmt!r}; expected one of: {', '.join(FORMATS)}")
-    report = report if report is not None else SkipReport()
-    ahead = open_blocks(path)
-    try:
-        blocks = _blocks(ahead, path, report, on_progress)
+    return DumpReader(path, fmt=fmt, prefilter=prefilter, report=report,
+                      on_progress=on_progress, helper=helper)
+
+
+class DumpReader:
+    """The mentions of one dump; see :func:`read_dump`. ``close()`` if not read to the end.
+
+    What reading cost goes to ``report`` when the reader is done or closed.
+    """
+
+    def __init__(self, path: str, *, fmt: str | None, prefilter: list[str] | None,
+                 report: SkipReport | None, on_progress: Callable[[int], None] | None,
+                 helper: bool | None) -> None:
+        if fmt is not None and fmt not in FORMATS:
+            raise UsageError(
+                f"unknown dump format {fmt!r}; expected one of: {', '.join(FORMATS)}")
+        from connectors.scan import ScanProcess  # the helper imports this module
+
+        self.path, self.fmt = path, fmt
+        self.report = report if report is not None else SkipReport()
+        self.own = SkipReport()  # this file's, so that its line numbers count from 1
+        self.on_progress = on_progress
+        self.terms = [t.encode() for t in prefilter] if prefilter else None
+        self.scan: ScanProcess | None = None
+        if path != "-" and not os.path.exists(path):
+            raise UsageError("no such dump file", path=path)
+        use_helper = ScanProcess.usable() if helper is None else helper
+        if self.terms and use_helper and os.path.isfile(path) and fmt != "csv":
+            self.scan = ScanProcess(path, fmt, self.terms)
+        self._iter = self._mentions()
+        self._merged = False
+
+    def __iter__(self) -> Iterator[Mention]:
+        return self._iter
+
+    def __next__(self) -> Mention:
+        return next(self._iter)
+
+    def __enter__(self) -> DumpReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._iter.close()
+        self._done()
+
+    def _done(self) -> None:
+        if self.scan is not None:
+            self.scan.close()
+        if not self._merged:
+            self._merged = True
+            self.report.merge(self.own)
+
+    def _mentions(self) -> Iterator[Mention]:
+        try:
+            yield from self._read()
+        finally:
+            self._done()
+
+    def _read(self) -> Iterator[Mention]:
+        path, own = self.path, self.own
+        if self.scan is not None:
+            fmt = self.scan.start(self.fmt)
+            if fmt is not None and fmt != "csv":
+                yield from _parse_lines(self.scan.lines(own, self.on_progress), path, own,
+                                        PARSERS[fmt])
+                if self.scan.failed:
+                    # the helper died: read here what it had not delivered
+                    done = own.lines
+                    yield from _parse_lines(self._lines_after(done), path, own, PARSERS[fmt])
+                return
+            self.scan.close()
+        ahead = open_blocks(path)
+        blocks = _closing(ahead, _blocks(ahead, path, own, self.on_progress))
         first = next(blocks, b"")
-        fmt = fmt or detect_format(first, path)
+        fmt = self.fmt or detect_format(first, path)
         if fmt == "csv":
-            yield from _read_csv(_chain(first, blocks), path, report)
+            yield from _read_csv(_chain(first, blocks), path, own)
         else:
-            yield from _read_json_lines(_chain(first, blocks), path, report, PARSERS[fmt],
-                                        prefilter)
+            yield from _parse_lines(_numbered(_chain(first, blocks), own, self.terms), path,
+                                    own, PARSERS[fmt])
+
+    def _lines_after(self, done: int) -> Iterator[tuple[int, bytes]]:
+        again = SkipReport()
+        ahead = open_blocks(self.path)
+        blocks = _closing(ahead, _blocks(ahead, self.path, again, None))
+        for lineno, line in _numbered(blocks, again, self.terms):
+            if lineno > done:
+                yield lineno, line
+        self.own.lines = again.lines
+        again.lines = 0
+        self.own.merge(again)
+
+
+def _closing(ahead: BlockReader, blocks: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        yield from blocks
     finally:
         ahead.close()
 
@@ -248,6 +349,23 @@ def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     if first:
         yield first
     yield from rest
+
+
+def count_lines(block: bytes) -> int:
+    """Lines in a block of whole lines (the last may lack its newline)."""
+    return sz.count(block, "\n") + (0 if block.endswith(b"\n") else 1)
+
+
+def _numbered(blocks: Iterator[bytes], report: SkipReport,
+              terms: list[bytes] | None) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of every line, or with ``terms`` of the candidate lines."""
+    for block in blocks:
+        base = report.lines
+        report.lines += count_lines(block)
+        if terms is None:
+            yield from enumerate(block.split(b"\n"), base + 1)
+        else:
+            yield from candidate_lines(block, terms, base)
 
 
 def detect_format(block: bytes, path: str) -> str:
@@ -274,41 +392,32 @@ def detect_format(block: bytes, path: str) -> str:
     return "jsonl"
 
 
-def _read_json_lines(blocks: Iterator[bytes], path: str, report: SkipReport, parse: Parser,
-                     prefilter: list[str] | None) -> Iterator[Mention]:
-    terms = [t.encode() for t in prefilter] if prefilter else None
-    for block in blocks:
-        base = report.lines
-        n_lines = sz.count(block, "\n") + (0 if block.endswith(b"\n") else 1)
-        report.lines += n_lines
-        if terms is None:
-            lines: Iterator[tuple[int, bytes]] = enumerate(block.split(b"\n"), base + 1)
-        else:
-            lines = _candidate_lines(block, terms, base)
-        for lineno, line in lines:
-            if not line or line.isspace():
-                continue
-            notes: Notes = []
-            try:
-                obj = orjson.loads(line)
-                if not isinstance(obj, dict):
-                    raise Skip("not a JSON object", f"found {type(obj).__name__}")
-                mention = parse(obj, notes)
-            except orjson.JSONDecodeError as e:
-                report.skip(path, lineno, "invalid JSON", str(e).split(":")[0])
-                continue
-            except Skip as s:
-                report.skip(path, lineno, s.reason, s.detail)
-                continue
-            except Ignore:
-                report.ignored += 1
-                continue
-            for reason, detail in notes:
-                report.warn(path, lineno, reason, detail)
-            yield mention
+def _parse_lines(lines: Iterator[tuple[int, bytes]], path: str, report: SkipReport,
+                 parse: Parser) -> Iterator[Mention]:
+    for lineno, line in lines:
+        if not line or line.isspace():
+            continue
+        notes: Notes = []
+        try:
+            obj = orjson.loads(line)
+            if not isinstance(obj, dict):
+                raise Skip("not a JSON object", f"found {type(obj).__name__}")
+            mention = parse(obj, notes)
+        except orjson.JSONDecodeError as e:
+            report.skip(path, lineno, "invalid JSON", str(e).split(":")[0])
+            continue
+        except Skip as s:
+            report.skip(path, lineno, s.reason, s.detail)
+            continue
+        except Ignore:
+            report.ignored += 1
+            continue
+        for reason, detail in notes:
+            report.warn(path, lineno, reason, detail)
+        yield mention
 
 
-def _candidate_lines(block: bytes, terms: list[bytes], base: int) -> Iterator[tuple[int, bytes]]:
+def candidate_lines(block: bytes, terms: list[bytes], base: int) -> Iterator[tuple[int, bytes]]:
     """Lines of ``block`` containing any term (case-insensitive), with line numbers.
 
     StringZilla's SIMD search with Unicode case folding is a superset of the topic

@@ -1,7 +1,8 @@
 """Where Stormwatch's objects are built and wired: config -> matcher, rules, engine, store.
 
 ``replay(...)`` runs dumps through the very same pipeline the daemon uses, in event time,
-batch by batch, each batch one transaction.
+batch by batch, each batch one transaction. ``build_daemon(...)`` wires the live sources
+of the config to that pipeline (``stormwatch run``).
 """
 
 from __future__ import annotations
@@ -9,72 +10,63 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from connectors.dump import SkipReport, read_dump
+from connectors.dump import SkipReport
 from monitor.clock import Clock, SystemClock
-from monitor.config import (
-    BATCH_SIZE,
-    DEFAULT_BASELINE_BIN,
-    DEFAULT_BASELINE_WARMUP,
-    Config,
-    load_config,
-)
+from monitor.config import BATCH_SIZE, BATCH_WAIT, DEFAULT_BASELINE_BIN, DEFAULT_BASELINE_WARMUP
 from monitor.engine import Engine
-from monitor.errors import UsageError
+from monitor.inputs import DumpInputs
 from monitor.models import AlertEvent, Mention
 from monitor.pipeline import Pipeline, RunContext
-from monitor.rules import RuleSet, load_rules
 from monitor.sentiment import SentimentPool, SentimentScorer, sentiment_text
+from monitor.setup import Setup
 from monitor.store import Store, sqlite_url
-from monitor.topics import TopicMatcher
+
+if TYPE_CHECKING:
+    from monitor.daemon import Daemon
 
 STATE_NAME = "engine"
 
 
-class Progress(Protocol):
-    def start(self, path: str, total: int | None) -> None: ...
+def build_sources(s: Setup, clock: Clock | None = None) -> tuple[list[Any], list[Any]]:
+    """The config's live sources: (polling sources, subscriptions)."""
+    from connectors.rss import FeedSpec, RssFeed
 
-    def update(self, done: int) -> None: ...
+    polling: list[Any] = []
+    src = s.config.sources
+    for name, feed in src.rss.items():
+        polling.append(RssFeed(FeedSpec(name=name, url=feed.url, interval=float(feed.interval),
+                                        topic=feed.topic, max_bytes=feed.max_bytes),
+                               clock=clock))
+    if src.reddit is not None:
+        from connectors.reddit import RedditSource
 
-    def stop(self) -> None: ...
-
-
-class NoProgress:
-    def start(self, path: str, total: int | None) -> None:
-        pass
-
-    def update(self, done: int) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
+        polling.append(RedditSource.from_spec(src.reddit, s.matcher.topics, clock))
+    return polling, []
 
 
-@dataclass
-class Setup:
-    config: Config
-    rules: RuleSet
-    matcher: TopicMatcher
+def source_intervals(s: Setup) -> dict[str, float]:
+    """Each configured source's polling interval, by source name (for health)."""
+    src = s.config.sources
+    out = {f"rss:{name}": float(feed.interval) for name, feed in src.rss.items()}
+    if src.reddit is not None:
+        out["reddit"] = float(src.reddit.interval)
+    return out
 
 
-def setup(config_path: str | None, rules_paths: Sequence[str] = (),
-          match: Sequence[str] = ()) -> Setup:
-    """Validate config and rules before anything runs (bad ones raise ConfigError)."""
-    config = load_config(config_path)
-    rules = load_rules(list(rules_paths) or list(config.rules_paths()))
-    matcher = TopicMatcher.for_match(match) if match else TopicMatcher(config.topics)
-    for rule in rules.rules:
-        unknown = (rule.topics or frozenset()) - set(matcher.names)
-        if unknown:
-            raise UsageError(f"rule '{rule.name}' names topic(s) {sorted(unknown)} that are "
-                             f"not watched here (topics: {', '.join(matcher.names)})",
-                             path=rule.path, line=rule.line)
-    return Setup(config=config, rules=rules, matcher=matcher)
+def build_daemon(s: Setup, store: Store, clock: Clock | None = None) -> Daemon:
+    from monitor.daemon import Daemon, build_pipeline
+
+    polling, subscriptions = build_sources(s, clock)
+    return Daemon(engine_factory=lambda: build_engine(s),
+                  pipeline_factory=build_pipeline(s.matcher, store), store=store,
+                  polling=polling, subscriptions=subscriptions, clock=clock)
 
 
 def build_engine(s: Setup) -> Engine:
@@ -110,18 +102,21 @@ class TempDatabase:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def replay(s: Setup, dumps: Sequence[str], *, fmt: str | None = None, db_url: str | None = None,
+def replay(s: Setup, inputs: DumpInputs, *, db_url: str | None = None,
            on_event: Callable[[AlertEvent], None] = lambda e: None,
-           progress: Progress | None = None, clock: Clock | None = None,
-           workers: bool | None = None) -> ReplayResult:
-    """Run dumps through the engine in event time; events go to ``on_event`` once stored.
+           clock: Clock | None = None, workers: bool | None = None) -> ReplayResult:
+    """Run the inputs through the engine in event time; events go to ``on_event`` once
+    stored. The caller opens the inputs (early: a scan starts reading at once) and
+    closes them.
 
     With ``workers`` (default: when there are two cores or more), sentiment is scored in a
     worker process while the previous batch is detected and stored; the events are the
     same, in the same order.
     """
     clock = clock or SystemClock()
-    progress = progress or NoProgress()
+    progress = inputs.progress
+    result = ReplayResult(report=inputs.report)
+    started = clock.monotonic()
     temp = None if db_url else TempDatabase()
     # a temporary database is deleted afterwards: it needs no fsync
     store = Store.open(db_url or temp.url, durable=db_url is not None)  # type: ignore[union-attr]
@@ -134,9 +129,6 @@ def replay(s: Setup, dumps: Sequence[str], *, fmt: str | None = None, db_url: st
         if saved:
             engine.restore(saved)
         pipeline = Pipeline(s.matcher, engine, scorer, store)
-        result = ReplayResult(report=SkipReport())
-        started = clock.monotonic()
-        prefilter = s.matcher.prefilter_terms()
 
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         writing: Future[RunContext] | None = None
@@ -167,8 +159,7 @@ def replay(s: Setup, dumps: Sequence[str], *, fmt: str | None = None, db_url: st
 
         pending: tuple[RunContext, list[Mention], Any] | None = None
         try:
-            for batch in _batches(_read_all(dumps, fmt, prefilter, result, progress),
-                                  BATCH_SIZE):
+            for batch in _batches(iter(inputs), BATCH_SIZE):
                 result.mentions_read += len(batch)
                 ctx = RunContext()
                 items = pipeline.select(ctx, batch)
@@ -206,26 +197,18 @@ def _collect(pool: SentimentPool, items: list[Mention], job: Any) -> None:
         m.compound = compound
 
 
-def _read_all(dumps: Sequence[str], fmt: str | None, prefilter: list[str] | None,
-              result: ReplayResult, progress: Progress) -> Iterator[Mention]:
-    for path in dumps:
-        total = None
-        if path != "-":
-            try:
-                total = os.path.getsize(path)
-            except OSError:
-                total = None
-        progress.start(path, total)
-        yield from read_dump(path, fmt=fmt, prefilter=prefilter, report=result.report,
-                             on_progress=progress.update)
-
-
-def _batches(items: Iterator[Mention], size: int) -> Iterator[list[Mention]]:
+def _batches(items: Iterator[Mention], size: int,
+             max_wait: float = BATCH_WAIT) -> Iterator[list[Mention]]:
+    """Batches of ``size``, or fewer when they took ``max_wait`` seconds to gather (a
+    scan finds mentions sparsely: they are scored and detected while it goes on)."""
     batch: list[Mention] = []
+    clock = time.monotonic
+    due = clock() + max_wait
     for m in items:
         batch.append(m)
-        if len(batch) >= size:
+        if len(batch) >= size or clock() >= due:
             yield batch
             batch = []
+            due = clock() + max_wait
     if batch:
         yield batch

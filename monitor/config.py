@@ -15,19 +15,23 @@ Every mistake is one ``ConfigError`` with file, line, key and what to do.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from monitor.errors import ConfigError
+from monitor.rules import Duration, parse_duration
 from monitor.topics import Topic, term_pattern
-from monitor.yamlfile import LineDict, load_yaml, validation_error
+from monitor.yamlfile import LineDict, line_of, load_yaml, validation_error
 
 DEFAULT_DATABASE = "sqlite:///stormwatch.db"
 DEFAULT_BASELINE_BIN = 300          # seconds per baseline bin
 DEFAULT_BASELINE_WARMUP = 86400     # history needed before topic baselines speak
 BATCH_SIZE = 2000                   # mentions per transaction in replay
+BATCH_WAIT = 0.1                    # seconds: a smaller batch goes once it waited this long
 
 
 def default_rules_path() -> str:
@@ -60,10 +64,76 @@ class TopicSpec(_Strict):
         return v
 
 
+def _interval(v: Any) -> int:
+    seconds = parse_duration(v)
+    if seconds < 10:
+        raise ValueError("an interval is at least 10s")
+    return seconds
+
+
+def _http_url(v: str) -> str:
+    if not v.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// address")
+    return v.rstrip("/")
+
+
+class RedditSpec(_Strict):
+    client_id: str
+    client_secret: str
+    user_agent: str
+    subreddits: list[str] = []          # comment and submission streams, matched here
+    search: bool = True                 # search r/all for each topic's terms, newest first
+    interval: Duration = "1m"
+    oauth_url: str = "https://oauth.reddit.com"
+    reddit_url: str = "https://www.reddit.com"
+    timeout: float = 15.0
+
+    @field_validator("interval")
+    @classmethod
+    def _iv(cls, v: Any) -> int:
+        return _interval(v)
+
+    @field_validator("oauth_url", "reddit_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v)
+
+    @field_validator("subreddits")
+    @classmethod
+    def _subs(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_]{1,20}", name.removeprefix("r/")):
+                raise ValueError(f"not a subreddit name: {name!r}")
+        return [name.removeprefix("r/") for name in v]
+
+
+class RssFeedSpec(_Strict):
+    url: str
+    interval: Duration = "15m"
+    topic: str | None = None
+    max_bytes: int = 10 << 20
+
+    @field_validator("interval")
+    @classmethod
+    def _iv(cls, v: Any) -> int:
+        return _interval(v)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v)
+
+
+class SourcesSpec(_Strict):
+    reddit: RedditSpec | None = None
+    rss: dict[str, RssFeedSpec] = {}
+
+
 class ConfigSpec(_Strict):
     database: str = DEFAULT_DATABASE
     rules: list[str] = []
     topics: dict[str, TopicSpec] = {}
+    sources: SourcesSpec = SourcesSpec()
 
 
 @dataclass(frozen=True)
@@ -71,6 +141,7 @@ class Config:
     database: str = DEFAULT_DATABASE
     rules: tuple[str, ...] = ()
     topics: tuple[Topic, ...] = ()
+    sources: SourcesSpec = field(default_factory=SourcesSpec)
     path: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -92,6 +163,12 @@ def load_config(path: str | None) -> Config:
         spec = ConfigSpec.model_validate(data)
     except ValidationError as e:
         raise validation_error(e, data, path, "topic", ConfigSpec) from None
+    for name, feed in spec.sources.rss.items():
+        if feed.topic is not None and feed.topic not in spec.topics:
+            raise ConfigError(
+                f"sources.rss.{name}.topic: no topic '{feed.topic}'", path=path,
+                line=line_of(data, ("sources", "rss", name, "topic")),
+                hint=f"topics here: {', '.join(spec.topics) or 'none (add a topics: section)'}")
     base = os.path.dirname(os.path.abspath(path))
     rules = tuple(p if os.path.isabs(p) else os.path.join(base, p) for p in spec.rules)
     topics = tuple(Topic(name=name, terms=tuple(t.terms), exclude=tuple(t.exclude))
@@ -101,4 +178,5 @@ def load_config(path: str | None) -> Config:
         rel = database.removeprefix("sqlite:///")
         if rel and not os.path.isabs(rel) and rel != ":memory:":
             database = "sqlite:///" + os.path.join(base, rel)
-    return Config(database=database, rules=rules, topics=topics, path=path)
+    return Config(database=database, rules=rules, topics=topics, sources=spec.sources,
+                  path=path)

@@ -162,3 +162,42 @@ class AlertEvent:
         return {"event": self.event, "rule": self.rule, "severity": self.severity,
                 "scope": self.scope, "key": self.key, "topic": self.topic,
                 "at": iso(self.at), "signals": self.signals}
+
+
+@dataclass(slots=True)
+class SourceState:
+    """A live source's cursor (its connector's own, JSON) and its health, as stored.
+
+    The cursor is committed in the same transaction as the mentions it produced.
+    """
+
+    name: str
+    cursor: dict[str, Any] | None = None
+    last_poll: float | None = None
+    last_success: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    errors_in_a_row: int = 0
+    lag: float | None = None
+    newest_at: float | None = None
+    day: str | None = None
+    mentions_today: int = 0
+    mentions_total: int = 0
+
+    def succeeded(self, at: float, stored: int, newest: float | None) -> None:
+        """A poll (or a stretch of a subscription) that worked, ``stored`` new mentions."""
+        self.last_poll = self.last_success = at
+        self.errors_in_a_row = 0
+        today = iso(at)[:10]
+        if self.day != today:
+            self.day, self.mentions_today = today, 0
+        self.mentions_today += stored
+        self.mentions_total += stored
+        if newest is not None:
+            self.newest_at = max(newest, self.newest_at or newest)
+            self.lag = max(0.0, at - newest)
+
+    def failed(self, at: float, message: str) -> None:
+        self.last_poll = self.last_error_at = at
+        self.last_error = message
+        self.errors_in_a_row += 1

@@ -17,9 +17,10 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from monitor.app import NoProgress
-from monitor.models import AlertEvent, iso
+from monitor.inputs import NoProgress
+from monitor.models import AlertEvent, SourceState, iso
 
 if TYPE_CHECKING:
     from monitor.app import ReplayResult
@@ -156,3 +157,56 @@ def open_out(path: str) -> Iterator[IO[bytes]]:
         return
     with open(path, "wb") as f:
         yield f
+
+
+def _ago(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "never"
+    secs = max(0.0, now - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs / size:.0f}{unit} ago"
+    return f"{secs:.0f}s ago"
+
+
+def status_report(states: dict[str, SourceState], intervals: dict[str, float],
+                  alerts: list[dict[str, Any]], now: float) -> None:
+    """``stormwatch status``: sources and open alerts, on standard output."""
+    out = Console(highlight=False, soft_wrap=False)
+    table = Table(title="sources", title_justify="left", show_edge=False)
+    for col in ("source", "state", "last success", "last error", "lag", "today", "total"):
+        table.add_column(col, justify="right" if col in ("lag", "today", "total") else "left")
+    names = sorted(set(states) | set(intervals))
+    for name in names:
+        st = states.get(name) or SourceState(name=name)
+        interval = intervals.get(name)
+        if name not in intervals:
+            state = Text("not configured", style="dim")
+        elif st.last_success is None:
+            state = Text("failing" if st.last_error else "waiting",
+                         style="red" if st.last_error else "yellow")
+        elif interval and now - st.last_success > 3 * interval:
+            state = Text("stale", style="red")
+        elif st.errors_in_a_row:
+            state = Text(f"retrying ({st.errors_in_a_row})", style="yellow")
+        else:
+            state = Text("ok", style="green")
+        error = "" if st.last_error is None else (
+            f"{_ago(st.last_error_at, now)}: {st.last_error}")
+        table.add_row(Text(inert(name)), state, _ago(st.last_success, now),
+                      Text(inert(error[:160])),
+                      "" if st.lag is None else f"{st.lag:.0f}s",
+                      f"{st.mentions_today:,}" if st.day == iso(now)[:10] else "0",
+                      f"{st.mentions_total:,}")
+    out.print(table if names else Text("no sources yet"))
+    if not alerts:
+        out.print("no open alerts")
+        return
+    table = Table(title="open alerts", title_justify="left", show_edge=False)
+    for col in ("since", "severity", "rule", "scope", "summary"):
+        table.add_column(col)
+    for a in alerts:
+        table.add_row(iso(a["opened_at"]), a["severity"], Text(inert(a["rule"])),
+                      Text(inert(f"{a['scope']} {a['key']}")),
+                      Text(inert(a.get("summary") or "")))
+    out.print(table)

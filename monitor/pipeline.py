@@ -12,6 +12,7 @@ same transaction (``ctx.conn``), so what was counted and what was alerted never 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -58,8 +59,10 @@ class MatchStage:
 class DedupStage:
     """Drop mentions already counted (by source-qualified id), before paying for sentiment."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine,
+                 known_ids: Callable[[list[str]], set[str]] | None = None) -> None:
         self.engine = engine
+        self.known_ids = known_ids  # the store's, for ids older than the engine remembers
         self.in_flight: set[str] = set()  # the previous batch's ids, maybe not yet counted
 
     def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
@@ -72,6 +75,10 @@ class DedupStage:
                 continue
             batch.add(m.id)
             out.append(m)
+        if out and self.known_ids is not None:
+            stored = self.known_ids([m.id for m in out])
+            if stored:
+                out = [m for m in out if m.id not in stored]
         self.in_flight = batch
         ctx.counts["duplicates"] += len(items) - len(out)
         return out
@@ -130,8 +137,11 @@ class Pipeline:
     """
 
     def __init__(self, matcher: TopicMatcher, engine: Engine, scorer: SentimentScorer,
-                 store: Store | None) -> None:
-        self.selecting: tuple[Stage, ...] = (MatchStage(matcher), DedupStage(engine))
+                 store: Store | None, *, check_store: bool = False) -> None:
+        """``check_store``: also drop mentions the store already has, however old (live
+        sources re-deliver old posts; a replay into a fresh database need not ask)."""
+        known = store.known_ids if check_store and store is not None else None
+        self.selecting: tuple[Stage, ...] = (MatchStage(matcher), DedupStage(engine, known))
         self.sentiment = SentimentStage(scorer)
         self.detect = DetectStage(engine)
         self.store_stage = StoreStage(store) if store is not None else None

@@ -8,6 +8,8 @@ by ``Store.open``):
 - ``alerts``: one row per alert (rule, scope key, opened), its state and severity.
 - ``alert_events``: fired / escalated / resolved, with the numbers and top posts.
 - ``engine_state``: the detector and alert state, so a restart forgets nothing.
+- ``sources``: each live source's cursor (committed with the mentions it produced) and
+  health (last success, last error, lag, mentions today).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from monitor.errors import StoreError
-from monitor.models import AlertEvent, Mention
+from monitor.models import AlertEvent, Mention, SourceState
 
 metadata = sa.MetaData()
 
@@ -89,6 +91,27 @@ engine_state = sa.Table(
 )
 
 
+sources = sa.Table(
+    "sources", metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("cursor", sa.Text),  # JSON, the connector's own
+    sa.Column("last_poll", sa.Float),
+    sa.Column("last_success", sa.Float),
+    sa.Column("last_error", sa.Text),
+    sa.Column("last_error_at", sa.Float),
+    sa.Column("errors_in_a_row", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lag", sa.Float),  # seconds from the newest mention's created_at to its fetch
+    sa.Column("newest_at", sa.Float),
+    sa.Column("day", sa.String(10)),  # UTC day that mentions_today counts
+    sa.Column("mentions_today", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("mentions_total", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+SOURCE_HEALTH = ("last_poll", "last_success", "last_error", "last_error_at",
+                 "errors_in_a_row", "lag", "newest_at", "day", "mentions_today",
+                 "mentions_total")
+
+
 def sqlite_url(path: str) -> str:
     return "sqlite:///" + os.path.abspath(path)
 
@@ -110,7 +133,8 @@ class Store:
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True, durable: bool = True) -> Store:
-        """``durable=False``: SQLite skips fsync (for a throwaway database only)."""
+        """Open and migrate. ``durable=False`` is for a throwaway SQLite database: no fsync,
+        and the schema is created outright (a test keeps it equal to the migrations')."""
         if "://" not in url:
             url = sqlite_url(url)
         try:
@@ -126,7 +150,10 @@ class Store:
             raise StoreError(f"unsupported database '{engine.dialect.name}'",
                              hint="use SQLite or PostgreSQL")
         store = cls(engine)
-        if migrate:
+        if migrate and not durable and engine.dialect.name == "sqlite":
+            with store._errors("creating the database"):
+                metadata.create_all(engine)
+        elif migrate:
             store.migrate()
         return store
 
@@ -187,6 +214,16 @@ class Store:
                 if topic is None or topic in m.topics:
                     yield m
 
+    def known_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of these mention ids are stored already (dedup across restarts)."""
+        found: set[str] = set()
+        with self._errors("reading mentions"), self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                chunk = list(ids[i:i + 500])
+                found.update(conn.execute(
+                    sa.select(mentions.c.id).where(mentions.c.id.in_(chunk))).scalars())
+        return found
+
     def count_mentions(self) -> int:
         with self._errors("counting mentions"), self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(mentions)).scalar_one())
@@ -228,6 +265,39 @@ class Store:
                 d["top_posts"] = orjson.loads(d["top_posts"])
                 out.append(d)
             return out
+
+    def open_alerts(self) -> list[dict[str, Any]]:
+        """Firing alerts, newest first, with their latest event's summary."""
+        latest = (sa.select(alert_events.c.summary)
+                  .where(alert_events.c.alert_id == alerts.c.id)
+                  .order_by(alert_events.c.at.desc(), alert_events.c.id.desc())
+                  .limit(1).scalar_subquery())
+        q = (sa.select(alerts, latest.label("summary")).where(alerts.c.state == "firing")
+             .order_by(alerts.c.updated_at.desc()))
+        with self._errors("reading alerts"), self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    # -- live sources ----------------------------------------------------------------
+    def load_sources(self) -> dict[str, SourceState]:
+        with self._errors("reading sources"), self.engine.connect() as conn:
+            rows = conn.execute(sa.select(sources).order_by(sources.c.name)).mappings().all()
+        out = {}
+        for r in rows:
+            st = SourceState(name=r["name"],
+                             cursor=orjson.loads(r["cursor"]) if r["cursor"] else None)
+            for key in SOURCE_HEALTH:
+                if r[key] is not None:
+                    setattr(st, key, r[key])
+            out[st.name] = st
+        return out
+
+    def save_source(self, conn: Connection, st: SourceState) -> None:
+        """Write a source's cursor and health (with the mentions of the same transaction)."""
+        values: dict[str, Any] = {key: getattr(st, key) for key in SOURCE_HEALTH}
+        values["cursor"] = orjson.dumps(st.cursor).decode() if st.cursor is not None else None
+        ins = sqlite.insert(sources) if self.dialect == "sqlite" else postgresql.insert(sources)
+        conn.execute(ins.values(name=st.name, **values).on_conflict_do_update(
+            index_elements=["name"], set_=values))
 
     # -- engine state ----------------------------------------------------------------
     def save_state(self, conn: Connection, name: str, state: dict[str, Any], at: float) -> None:

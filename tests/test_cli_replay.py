@@ -206,18 +206,21 @@ def test_overlapped_sentiment_changes_nothing(tmp_path: Path, rules: str,
     """Scoring sentiment in a worker while the previous batch is detected gives the same
     events and counts as doing it in line, duplicates across batches included."""
     from monitor import app as core
+    from monitor.inputs import DumpInputs
+    from monitor.setup import setup
 
     monkeypatch.setattr(core, "BATCH_SIZE", 7)
     objs: list[Any] = burst(60)
     objs[20:20] = objs[14:17]  # duplicates of the previous batch
     objs[40:40] = [dict(o, text="acme is terrible, awful, I hate it") for o in objs[38:40]]
     path = dump(tmp_path / "d.jsonl", objs)
-    s = core.setup(None, [rules])
+    s = setup(None, [rules])
     runs = []
     for workers in (False, True):
         got: list[Any] = []
-        r = core.replay(s, [path], on_event=lambda e, got=got: got.append(e.contract_json()),
-                        workers=workers)
+        with DumpInputs([path]) as inputs:
+            r = core.replay(s, inputs, workers=workers,
+                            on_event=lambda e, got=got: got.append(e.contract_json()))
         runs.append((got, dict(r.counts)))
     assert runs[0] == runs[1]
     assert runs[0][1]["duplicates"] == 5 and runs[0][0] != []

@@ -302,8 +302,9 @@ def test_forced_format(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- prefilter
 
 
+@pytest.mark.parametrize("helper", [False, True], ids=["in-process", "helper"])
 def test_prefilter_keeps_every_line_with_a_term_and_true_line_numbers(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, helper: bool) -> None:
     monkeypatch.setattr(dump, "CHUNK", 300)
     objs: list[Any] = []
     for i in range(200):
@@ -313,8 +314,107 @@ def test_prefilter_keeps_every_line_with_a_term_and_true_line_numbers(
     objs[71] = b'{"id": "broken2", "text": "no term'  # a bad line that does not
     p = tmp_path / "m.jsonl"
     p.write_bytes(lines(*objs))
-    filtered, rep = read(p, prefilter=["acme"])
+    filtered, rep = read(p, prefilter=["acme"], helper=helper)
     everything, _ = read(p)
     assert [m.id for m in filtered] == [m.id for m in everything if "acme" in m.text.lower()]
     assert rep.lines == 200 and rep.skipped == 1
     assert rep.examples[0][1] == 71
+
+
+# --------------------------------------------------------------------------- scan helper
+
+
+def big_dump(tmp_path: Path) -> Path:
+    """A Pushshift zst of several blocks, with bad lines that do and do not hold the term."""
+    objs: list[Any] = []
+    for i in range(12000):
+        word = "Acme" if i % 50 == 0 else "other"
+        objs.append({"id": f"c{i}", "link_id": f"t3_{i % 97}", "subreddit": "shops",
+                     "author": f"u{i % 300}", "created_utc": 1714521600 + i,
+                     "body": f"{word} brand, comment number {i} " + "filler words " * 12})
+    objs[5000] = b'{"id": "broken", "body": "acme and then the line ends'
+    objs[5001] = b'{"id": "broken2", "body": "no term either'
+    objs[9000] = {"id": "c9000", "body": "ACME without a time", "link_id": "t3_1",
+                  "subreddit": "shops"}
+    p = tmp_path / "RC_big.zst"
+    p.write_bytes(zst_long(lines(*objs)))
+    assert p.stat().st_size > 0 and len(lines(*objs)) > 2 * dump.CHUNK
+    return p
+
+
+def test_the_scan_helper_reads_what_reading_in_process_reads(tmp_path: Path) -> None:
+    p = big_dump(tmp_path)
+    seen: list[int] = []
+    rep_h = SkipReport()
+    with_helper = list(read_dump(str(p), prefilter=["acme"], helper=True, report=rep_h,
+                                 on_progress=seen.append))
+    alone, rep_a = read(p, prefilter=["acme"], helper=False)
+    assert [m.to_json() for m in with_helper] == [m.to_json() for m in alone]
+    assert len(alone) == 12000 // 50 - 2  # line 5001 is broken, 9001 has no time
+    assert rep_h == rep_a
+    assert rep_a.lines == 12000 and rep_a.skipped == 2
+    assert [line for _, line, _ in rep_a.examples] == [5001, 9001]
+    assert seen and seen == sorted(seen) and seen[-1] == p.stat().st_size
+
+
+def test_the_scan_helper_reports_a_truncated_file_like_reading_in_process(
+        tmp_path: Path) -> None:
+    p = big_dump(tmp_path)
+    cut = tmp_path / "RC_cut.zst"
+    cut.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with_helper, rep_h = read(cut, prefilter=["acme"], helper=True)
+    alone, rep_a = read(cut, prefilter=["acme"], helper=False)
+    assert 0 < len(with_helper) == len(alone) < 239
+    assert rep_h == rep_a and rep_h.broken
+    assert rep_h.by_reason["truncated or corrupt compressed data"] == 1
+
+
+def test_when_the_helper_dies_the_rest_is_read_in_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The helper's output stops in the middle (killed, out of memory): nothing is lost
+    and nothing is read twice, and the summary says what happened."""
+    from connectors import scan
+
+    real = scan.helper_command
+
+    def dies_midway(path: str, fmt: str, terms: list[str]) -> list[str]:
+        cmd = " ".join(f"'{a}'" for a in real(path, fmt, terms))
+        return ["sh", "-c", f"{cmd} | head -c 9000"]
+
+    monkeypatch.setattr(scan, "helper_command", dies_midway)
+    p = big_dump(tmp_path)
+    with_helper, rep_h = read(p, prefilter=["acme"], helper=True)
+    alone, rep_a = read(p, prefilter=["acme"], helper=False)
+    assert [m.id for m in with_helper] == [m.id for m in alone]
+    assert rep_h.lines == rep_a.lines and rep_h.skipped == rep_a.skipped
+    assert rep_h.by_reason["the scanning helper failed"] == 1
+
+
+def test_a_csv_is_not_prefiltered_even_with_a_helper(tmp_path: Path) -> None:
+    p = tmp_path / "m.csv"
+    p.write_text('id,text,created_at\n1,"acme\nsplit over lines",2024-05-01T12:00:00Z\n'
+                 "2,other brand,2024-05-01T12:01:00Z\n")
+    ms, rep = read(p, prefilter=["acme"], helper=True)
+    assert [m.id for m in ms] == ["dump:1", "dump:2"] and rep.lines == 4
+
+
+def test_line_numbers_count_from_one_in_each_file(tmp_path: Path) -> None:
+    from monitor.inputs import DumpInputs
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_bytes(lines(MENTION, dict(MENTION, id="m2"), b"{bad"))
+    b.write_bytes(lines(dict(MENTION, id="m3"), b"{bad"))
+    with DumpInputs([str(a), str(b)]) as inputs:
+        got = [m.id for m in inputs]
+    assert got == ["dump:m1", "dump:m2", "dump:m3"]
+    assert inputs.report.lines == 5
+    assert [(path, line) for path, line, _ in inputs.report.examples] == [
+        (str(a), 3), (str(b), 2)]
+
+
+def test_the_helper_command_explains_its_usage() -> None:
+    import subprocess
+
+    p = subprocess.run([sys.executable, "-m", "connectors.scan"], capture_output=True,
+                       text=True)
+    assert p.returncode == 2 and "usage" in p.stderr

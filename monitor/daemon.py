@@ -1,0 +1,346 @@
+"""``stormwatch run``: live sources feed the engine; nothing lost, nothing counted twice.
+
+Threads, and who owns what:
+
+- **the ingest loop** (the caller's thread) owns the engine and is the only writer: it
+  takes each fetched page off a queue and commits, in one transaction, the page's new
+  mentions, the alert events they caused, the source's cursor and health, and the engine
+  state. A crash at any point leaves the database at a page boundary: on restart the
+  engine, the cursors and the mentions agree, and the next poll starts where the last
+  committed page ended. Between pages it advances the engine on the wall clock (less a
+  lateness allowance), so windows close and alerts resolve when nothing arrives.
+- **polling sources** run as APScheduler jobs on their interval with jitter, never two
+  runs of one source at once; each waits for its page to be committed before fetching
+  the next. A failure is logged, recorded in the source's health and retried with
+  exponential backoff (or after the ``Retry-After`` the service asked for).
+- **subscriptions** run as asyncio tasks in one thread, restarted with the same backoff
+  when their connection fails.
+
+``stop()`` (SIGINT / SIGTERM) ends it within seconds: the scheduler stops, subscriptions
+are cancelled, pages already fetched are committed, and a poll still waiting on the
+network is abandoned (its page was not committed, so it is fetched again next time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import random
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from connectors.base import Fetched, PollingSource, SourceError, Subscription
+from monitor.clock import Clock, SystemClock
+from monitor.engine import Engine
+from monitor.models import AlertEvent, SourceState
+from monitor.pipeline import Pipeline, RunContext
+from monitor.sentiment import SentimentScorer
+from monitor.store import Store
+
+log = logging.getLogger("stormwatch")
+
+STATE_NAME = "engine"
+TICK = 15.0            # seconds between wall-clock advances when idle
+LATENESS = 120.0       # event time trails the wall clock by this much (slow sources)
+BACKOFF_FIRST = 5.0    # seconds before the first retry of a failed source
+BACKOFF_MAX = 900.0
+STOP_GRACE = 5.0       # seconds to commit pages already fetched when stopping
+
+
+@dataclass
+class _Work:
+    source: str
+    fetched: Fetched | None = None
+    error: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
+
+
+def backoff(errors_in_a_row: int, interval: float, retry_after: float | None,
+            rnd: Callable[[], float] = random.random, first: float = BACKOFF_FIRST) -> float:
+    """Seconds until the next try: doubling from ``first`` (5 s), capped at the source's
+    interval (and 15 min), never sooner than the service asked, with +-20% jitter."""
+    step = min(first * 2 ** max(0, errors_in_a_row - 1), max(interval, first), BACKOFF_MAX)
+    return max(step * (0.8 + 0.4 * rnd()), retry_after or 0.0)
+
+
+class Daemon:
+    def __init__(self, *, engine_factory: Callable[[], Engine], pipeline_factory:
+                 Callable[[Engine], Pipeline], store: Store,
+                 polling: Sequence[PollingSource] = (),
+                 subscriptions: Sequence[Subscription] = (),
+                 clock: Clock | None = None, on_event: Callable[[AlertEvent], None] | None =
+                 None, tick: float = TICK, lateness: float = LATENESS,
+                 backoff_first: float = BACKOFF_FIRST) -> None:
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.polling = list(polling)
+        self.subscriptions = list(subscriptions)
+        self.on_event = on_event or _log_event
+        self.tick, self.lateness, self.backoff_first = tick, lateness, backoff_first
+        self._engine_factory, self._pipeline_factory = engine_factory, pipeline_factory
+        self._queue: queue.Queue[_Work] = queue.Queue()
+        self._stopping = threading.Event()
+        self._scheduler: BackgroundScheduler | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sub_thread: threading.Thread | None = None
+        self.states: dict[str, SourceState] = {}
+        self._cursors: dict[str, Any] = {}   # committed cursors, read by the pollers
+        self._errors: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.engine: Engine = engine_factory()
+        self.pipeline: Pipeline = pipeline_factory(self.engine)
+        self._committed_state: dict[str, Any] | None = None
+
+    # -- life cycle ------------------------------------------------------------------
+    def start(self) -> None:
+        """Restore state and cursors, start the pollers and subscriptions."""
+        saved = self.store.load_state(STATE_NAME)
+        if saved:
+            self.engine.restore(saved)
+            self._committed_state = saved
+        self.states = self.store.load_sources()
+        for src in [*self.polling, *self.subscriptions]:
+            st = self.states.setdefault(src.name, SourceState(name=src.name))
+            self._cursors[src.name] = st.cursor
+            self._errors[src.name] = st.errors_in_a_row
+        if self.polling:
+            self._scheduler = BackgroundScheduler(
+                executors={"default": JobPool(max_workers=len(self.polling))}, timezone=UTC)
+            now = self._wall()
+            for src in self.polling:
+                self._scheduler.add_job(
+                    self._poll, "interval", args=[src], id=src.name, name=src.name,
+                    seconds=src.interval, jitter=min(src.interval * 0.1, 30.0),
+                    next_run_time=now, max_instances=1, coalesce=True,
+                    misfire_grace_time=None)
+            self._scheduler.start()
+        if self.subscriptions:
+            self._sub_thread = threading.Thread(target=self._run_subscriptions,
+                                                name="subscriptions", daemon=True)
+            self._sub_thread.start()
+        log.info("watching %d source(s): %s", len(self.states),
+                 ", ".join(sorted(self.states)) or "none")
+
+    def _wall(self) -> datetime:
+        return datetime.fromtimestamp(self.clock.now(), UTC)
+
+    def stop(self) -> None:
+        """Ask the daemon to stop (safe from a signal handler)."""
+        self._stopping.set()
+
+    def run(self) -> None:
+        """Start, then ingest until ``stop()``; commits what was fetched before returning."""
+        self.start()
+        try:
+            self.serve()
+        finally:
+            self.shutdown()
+
+    def serve(self) -> None:
+        next_tick = self.clock.monotonic() + self.tick
+        while not self._stopping.is_set():
+            wait = max(0.0, min(0.5, next_tick - self.clock.monotonic()))
+            try:
+                work = self._queue.get(timeout=wait)
+            except queue.Empty:
+                work = None
+            if work is not None:
+                self._ingest(work)
+            if self.clock.monotonic() >= next_tick:
+                self.advance_clock()
+                next_tick = self.clock.monotonic() + self.tick
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        if self._loop is not None:
+            loop = self._loop
+            with contextlib.suppress(RuntimeError):  # the loop has already closed
+                loop.call_soon_threadsafe(lambda: [t.cancel() for t in asyncio.all_tasks(loop)])
+        deadline = self.clock.monotonic() + STOP_GRACE
+        while self.clock.monotonic() < deadline:
+            try:
+                work = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._ingest(work)
+        for src in self.polling:
+            try:
+                src.close()
+            except Exception:  # noqa: BLE001 - closing must not stop the shutdown
+                log.exception("closing %s", src.name)
+        log.info("stopped")
+
+    # -- the ingest loop ---------------------------------------------------------------
+    def _ingest(self, work: _Work) -> None:
+        fetched = work.fetched
+        try:
+            if fetched is None:
+                self._commit(work.source, [], None, work.error or "unknown error")
+                return
+            for w in fetched.warnings:
+                log.warning("%s: %s", work.source, w)
+            stored = self._commit(work.source, fetched.mentions, fetched, None)
+            work.ok = True
+            if stored:
+                log.info("%s: %d new mention(s)", work.source, stored)
+        except Exception as e:  # noqa: BLE001 - a database fault must not end the daemon
+            log.error("%s: could not store %s: %s", work.source,
+                      "its health" if fetched is None else
+                      f"a page of {len(fetched.mentions)} mention(s) (it is fetched again)", e)
+        finally:
+            work.done.set()
+
+    def _commit(self, name: str, mentions: list[Any], fetched: Fetched | None,
+                error: str | None) -> int:
+        """One transaction: mentions, alert events, cursor and health, engine state.
+        On failure nothing changes: the engine goes back to the state last committed."""
+        st = replace(self.states[name])
+        ctx = RunContext()
+        try:
+            with self.store.transaction() as conn:
+                ctx.conn = conn
+                stored = self.pipeline.run(ctx, list(mentions)) if mentions else []
+                if fetched is not None:
+                    if fetched.cursor is not None:
+                        st.cursor = fetched.cursor
+                    st.succeeded(self.clock.now(), len(stored), fetched.newest)
+                else:
+                    st.failed(self.clock.now(), error or "")
+                self.store.save_source(conn, st)
+                state = self.engine.state()
+                self.store.save_state(conn, STATE_NAME, state, self.engine.now)
+        except BaseException:
+            self._reset_engine()
+            raise
+        self._committed_state = state
+        self.states[name] = st
+        with self._lock:
+            self._cursors[name] = st.cursor
+        for ev in ctx.events:
+            self.on_event(ev)
+        return len(stored)
+
+    def advance_clock(self) -> None:
+        """Move event time to the wall clock less the lateness allowance."""
+        target = self.clock.now() - self.lateness
+        if not self.engine.now or target <= self.engine.now:
+            return
+        ctx = RunContext()
+        try:
+            with self.store.transaction() as conn:
+                ctx.conn = conn
+                ctx.events.extend(self.engine.advance(target))
+                self.pipeline.store_only(ctx, [])
+                state = self.engine.state()
+                self.store.save_state(conn, STATE_NAME, state, self.engine.now)
+        except Exception as e:  # noqa: BLE001
+            log.error("could not advance the clock: %s", e)
+            self._reset_engine()
+            return
+        self._committed_state = state
+        for ev in ctx.events:
+            self.on_event(ev)
+
+    def _reset_engine(self) -> None:
+        self.engine = self._engine_factory()
+        if self._committed_state:
+            self.engine.restore(self._committed_state)
+        self.pipeline = self._pipeline_factory(self.engine)
+
+    def _submit(self, work: _Work) -> bool:
+        """Hand a page to the ingest loop and wait until it is committed (or stopping)."""
+        self._queue.put(work)
+        while not work.done.wait(0.2):
+            if self._stopping.is_set() and self._queue.qsize() == 0 and not work.done.is_set():
+                return False
+        return work.ok
+
+    # -- polling -----------------------------------------------------------------------
+    def _poll(self, src: PollingSource) -> None:
+        if self._stopping.is_set():
+            return
+        with self._lock:
+            cursor = self._cursors.get(src.name)
+        try:
+            for fetched in src.poll(cursor):
+                if self._stopping.is_set() or not self._submit(_Work(src.name, fetched)):
+                    return
+            self._errors[src.name] = 0
+        except SourceError as e:
+            self._failed(src, str(e), e.retry_after, e.setting)
+        except Exception as e:  # noqa: BLE001 - a connector bug must not stop the daemon
+            log.exception("%s: unexpected error", src.name)
+            self._failed(src, f"unexpected error: {type(e).__name__}: {e}", None, None)
+
+    def _failed(self, src: PollingSource, message: str, retry_after: float | None,
+                setting: str | None) -> None:
+        n = self._errors[src.name] = self._errors.get(src.name, 0) + 1
+        delay = backoff(n, src.interval, retry_after, first=self.backoff_first)
+        hint = f" (check {setting})" if setting else ""
+        log.warning("%s: %s%s; try %d, next in %.0f s", src.name, message, hint, n, delay)
+        self._submit(_Work(src.name, error=message + hint))
+        if self._scheduler is not None and not self._stopping.is_set():
+            with contextlib.suppress(Exception):  # the scheduler may be shutting down
+                self._scheduler.modify_job(src.name, next_run_time=self._wall() +
+                                           timedelta(seconds=delay))
+
+    # -- subscriptions -----------------------------------------------------------------
+    def _run_subscriptions(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(asyncio.gather(
+                *(self._subscribe(sub) for sub in self.subscriptions), return_exceptions=True))
+        finally:
+            loop.close()
+
+    async def _subscribe(self, sub: Subscription) -> None:
+        async def emit(fetched: Fetched) -> None:
+            work = _Work(sub.name, fetched)
+            if not await asyncio.to_thread(self._submit, work):
+                raise asyncio.CancelledError
+            self._errors[sub.name] = 0
+
+        while not self._stopping.is_set():
+            with self._lock:
+                cursor = self._cursors.get(sub.name)
+            try:
+                await sub.stream(cursor, emit)
+                message, retry_after = "the stream ended", None
+            except asyncio.CancelledError:
+                return
+            except SourceError as e:
+                message, retry_after = str(e), e.retry_after
+            except Exception as e:  # noqa: BLE001
+                log.exception("%s: unexpected error", sub.name)
+                message, retry_after = f"unexpected error: {type(e).__name__}: {e}", None
+            n = self._errors[sub.name] = self._errors.get(sub.name, 0) + 1
+            delay = backoff(n, BACKOFF_MAX, retry_after, first=self.backoff_first)
+            log.warning("%s: %s; reconnecting in %.0f s", sub.name, message, delay)
+            await asyncio.to_thread(self._submit, _Work(sub.name, error=message))
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:
+                return
+
+
+def _log_event(ev: AlertEvent) -> None:
+    log.warning("ALERT %s %s %s %s %s: %s", ev.event.upper(), ev.severity, ev.rule, ev.scope,
+                ev.key, ev.summary)
+
+
+def build_pipeline(matcher: Any, store: Store) -> Callable[[Engine], Pipeline]:
+    scorer = SentimentScorer()
+    return lambda engine: Pipeline(matcher, engine, scorer, store, check_store=True)
+

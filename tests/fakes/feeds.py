@@ -1,0 +1,93 @@
+"""A local HTTP server for feeds, with ETag support and a "stall mid-body" fault."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def rss(title: str, items: list[tuple[str, str, str]]) -> bytes:
+    """RSS 2.0 with items (guid, title, RFC 822 date)."""
+    body = "".join(
+        f"<item><title>{t}</title><link>https://news.example/{g}</link><guid>{g}</guid>"
+        f"<pubDate>{d}</pubDate><description>{t}, more at eleven</description></item>"
+        for g, t, d in items)
+    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>{title}</title>'
+            f"<link>https://news.example/</link><description>news</description>{body}"
+            "</channel></rss>").encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        srv = self.server
+        with srv.lock:
+            srv.hits.append(self.path)
+            body = srv.feeds.get(self.path)
+            stall = self.path in srv.stall
+        if body is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+        if self.headers.get("If-None-Match") == etag:
+            self.send_response(304)
+            self.send_header("ETag", etag)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/rss+xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", etag)
+        self.end_headers()
+        if stall:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            srv.stalled.set()
+            srv.release.wait(60)
+            return
+        self.wfile.write(body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client killed mid-request (the point of some tests)
+    feeds: dict[str, bytes]
+    stall: set[str]
+    hits: list[str]
+    lock: threading.Lock
+    stalled: threading.Event
+    release: threading.Event
+
+
+class FeedServer:
+    """``with FeedServer() as fs: fs.feeds["/a.xml"] = rss(...); fs.url + "/a.xml"``."""
+
+    def __init__(self) -> None:
+        self.server = _Server(("127.0.0.1", 0), _Handler)
+        self.server.feeds, self.server.stall, self.server.hits = {}, set(), []
+        self.server.lock = threading.Lock()
+        self.server.stalled, self.server.release = threading.Event(), threading.Event()
+        self.feeds, self.stall = self.server.feeds, self.server.stall
+        self.stalled, self.release = self.server.stalled, self.server.release
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FeedServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()

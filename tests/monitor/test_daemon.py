@@ -1,0 +1,185 @@
+"""The daemon's ingest loop, pollers and backoff, with scripted sources in-process.
+
+(The command ``stormwatch run`` against real protocol peers, signals and SIGKILL, is in
+tests/test_cli_run.py.)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from connectors.base import Cursor, Fetched, SourceError
+from monitor import app as core
+from monitor.daemon import Daemon, backoff
+from monitor.models import Mention
+from monitor.setup import setup
+from monitor.store import Store
+
+T = 1_714_560_000.0
+
+
+def m(i: int, text: str = "acme is late again") -> Mention:
+    return Mention(id=f"reddit:t1_{i}", text=text, created_at=T + i, source="reddit",
+                   thread_id="reddit:t3_x", author=f"u{i}")
+
+
+class Scripted:
+    """A polling source whose pages are numbered: the cursor says how many were committed."""
+
+    def __init__(self, name: str, pages: list[list[Mention]], interval: float = 0.1) -> None:
+        self.name, self.pages, self.interval = name, pages, interval
+        self.polls: list[Cursor | None] = []
+        self.fail_with: list[Exception] = []
+
+    def poll(self, cursor: Cursor | None) -> Iterator[Fetched]:
+        self.polls.append(cursor)
+        if self.fail_with:
+            raise self.fail_with.pop(0)
+        done = (cursor or {}).get("pages", 0)
+        for n in range(done, len(self.pages)):
+            # every page also repeats the previous page's last mention (feeds do)
+            again = self.pages[n - 1][-1:] if n else []
+            yield Fetched(again + self.pages[n], {"pages": n + 1})
+
+    def close(self) -> None:
+        pass
+
+
+def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.02)
+
+
+def daemon(store: Store, *sources: Any) -> Daemon:
+    s = setup(None)
+    d = core.build_daemon(s, store)
+    d.polling = list(sources)
+    d.backoff_first = 0.05
+    return d
+
+
+def running(d: Daemon) -> threading.Thread:
+    t = threading.Thread(target=d.run, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.fixture
+def store(tmp_path: Any) -> Iterator[Store]:
+    s = Store.open(f"sqlite:///{tmp_path}/d.db")
+    yield s
+    s.close()
+
+
+def test_pages_commit_with_their_cursor_and_a_restart_resumes(store: Store) -> None:
+    src = Scripted("reddit", [[m(1), m(2)], [m(3)], [m(4), m(5)]])
+    d = daemon(store, src)
+    t = running(d)
+    until(lambda: store.load_sources().get("reddit") is not None and
+          store.load_sources()["reddit"].cursor == {"pages": 3})
+    d.stop()
+    t.join(10)
+    assert not t.is_alive()
+    assert store.count_mentions() == 5
+    st = store.load_sources()["reddit"]
+    assert st.mentions_total == 5 and st.last_error is None and st.lag is not None
+    assert d.engine.topics["all"].total == 5  # the repeated mentions were not counted again
+
+    src.pages.append([m(6)])
+    d2 = daemon(store, src)
+    t2 = running(d2)
+    until(lambda: store.load_sources()["reddit"].cursor == {"pages": 4})
+    d2.stop()
+    t2.join(10)
+    assert src.polls[-1] == {"pages": 3} or {"pages": 3} in src.polls
+    assert store.count_mentions() == 6
+    # the restored engine knew the repeated mention: only the new one was counted
+    assert (d2.engine.stats.mentions, d2.engine.stats.duplicates) == (1, 1)
+    assert d2.engine.topics["all"].total == 6
+
+
+def test_a_failing_source_is_recorded_and_backs_off_while_others_go_on(store: Store) -> None:
+    bad = Scripted("rss:bad", [[m(10)]])
+    bad.fail_with = [SourceError("https://x.example/feed answered 503", retry_after=0.0)] * 2
+    good = Scripted("rss:good", [[m(20)], [m(21)]])
+    d = daemon(store, bad, good)
+    t = running(d)
+    until(lambda: store.count_mentions() == 3, timeout=30)
+    d.stop()
+    t.join(10)
+    states = store.load_sources()
+    assert states["rss:good"].mentions_total == 2
+    bad_state = states["rss:bad"]
+    assert bad_state.mentions_total == 1 and bad_state.errors_in_a_row == 0
+    assert bad_state.last_error == "https://x.example/feed answered 503"
+    assert len(bad.polls) == 3  # two failures, then the success
+
+
+def test_a_connector_bug_does_not_stop_the_daemon(store: Store) -> None:
+    src = Scripted("bluesky", [[m(30)]])
+    src.fail_with = [KeyError("cid")]
+    d = daemon(store, src)
+    t = running(d)
+    until(lambda: store.count_mentions() == 1, timeout=30)
+    d.stop()
+    t.join(10)
+    assert "unexpected error: KeyError" in (store.load_sources()["bluesky"].last_error or "")
+
+
+def test_a_database_failure_mid_commit_loses_nothing_and_counts_nothing_twice(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = Scripted("reddit", [[m(1), m(2)], [m(3)]])
+    real = store.save_source
+    failures = [RuntimeError("database is locked")]
+
+    def flaky(conn: Any, st: Any) -> None:
+        if failures and st.mentions_total:
+            raise failures.pop()
+        real(conn, st)
+
+    monkeypatch.setattr(store, "save_source", flaky)
+    d = daemon(store, src)
+    t = running(d)
+    until(lambda: "reddit" in store.load_sources() and
+          store.load_sources()["reddit"].cursor == {"pages": 2}, timeout=30)
+    d.stop()
+    t.join(10)
+    assert not failures and store.count_mentions() == 3
+    assert d.engine.topics["all"].total == 3  # the rolled-back page was not counted twice
+
+
+def test_stop_returns_promptly_while_a_poll_hangs(store: Store) -> None:
+    release = threading.Event()
+
+    class Hanging(Scripted):
+        def poll(self, cursor: Cursor | None) -> Iterator[Fetched]:
+            yield Fetched([m(1)], {"pages": 1})
+            release.wait(30)  # the network never answers
+            yield Fetched([m(2)], {"pages": 2})
+
+    d = daemon(store, Hanging("rss:slow", []))
+    t = running(d)
+    until(lambda: store.count_mentions() == 1)
+    t0 = time.monotonic()
+    d.stop()
+    t.join(10)
+    assert not t.is_alive() and time.monotonic() - t0 < 8
+    release.set()
+    assert store.load_sources()["rss:slow"].cursor == {"pages": 1}
+
+
+def test_backoff_doubles_is_capped_and_honours_retry_after() -> None:
+    mid = [backoff(n, 900, None, rnd=lambda: 0.5) for n in range(1, 10)]
+    assert mid[:4] == [5, 10, 20, 40] and mid[-1] == 900
+    assert backoff(10, 60, None, rnd=lambda: 0.5) == 60  # never slower than the interval
+    assert backoff(1, 60, 300.0, rnd=lambda: 0.5) == 300  # as long as the service asked
+    low, high = backoff(1, 60, None, rnd=lambda: 0.0), backoff(1, 60, None, rnd=lambda: 1.0)
+    assert (low, high) == (pytest.approx(4), pytest.approx(6))
