@@ -33,7 +33,7 @@ import praw
 import prawcore
 
 from connectors.base import Cursor, Fetched, SourceError, retry_after_seconds
-from connectors.dump import Ignore, Skip, parse_pushshift
+from connectors.records import Ignore, Skip, parse_pushshift
 from monitor.clock import Clock, SystemClock
 from monitor.models import Mention
 from monitor.topics import Topic

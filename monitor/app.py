@@ -26,12 +26,11 @@ from monitor.models import AlertEvent, Mention
 from monitor.pipeline import Pipeline, RunContext
 from monitor.sentiment import SentimentPool, SentimentScorer, sentiment_text
 from monitor.setup import Setup
-from monitor.store import Store, sqlite_url
+from monitor.store import ENGINE_STATE, Store, sqlite_url
 
 if TYPE_CHECKING:
     from monitor.daemon import Daemon
 
-STATE_NAME = "engine"
 
 
 def build_sources(s: Setup, clock: Clock | None = None) -> tuple[list[Any], list[Any]]:
@@ -48,7 +47,21 @@ def build_sources(s: Setup, clock: Clock | None = None) -> tuple[list[Any], list
         from connectors.reddit import RedditSource
 
         polling.append(RedditSource.from_spec(src.reddit, s.matcher.topics, clock))
-    return polling, []
+    subscriptions: list[Any] = []
+    if src.bluesky is not None:
+        from connectors.bluesky import BlueskySearch, FirehoseSubscription, JetstreamSubscription
+
+        bs = src.bluesky
+        if bs.jetstream:
+            subscriptions.append(JetstreamSubscription(bs.jetstream))
+        if bs.firehose:
+            subscriptions.append(FirehoseSubscription(bs.firehose))
+        if bs.handle and bs.app_password:
+            polling.append(BlueskySearch(
+                handle=bs.handle, app_password=bs.app_password, topics=s.matcher.topics,
+                service=bs.service, interval=float(bs.search_interval), clock=clock,
+                timeout=bs.timeout))
+    return polling, subscriptions
 
 
 def source_intervals(s: Setup) -> dict[str, float]:
@@ -57,6 +70,12 @@ def source_intervals(s: Setup) -> dict[str, float]:
     out = {f"rss:{name}": float(feed.interval) for name, feed in src.rss.items()}
     if src.reddit is not None:
         out["reddit"] = float(src.reddit.interval)
+    if src.bluesky is not None:
+        for kind in ("jetstream", "firehose"):
+            if getattr(src.bluesky, kind):  # a live stream: a minute without news is stale
+                out[f"bluesky:{kind}"] = 60.0
+        if src.bluesky.handle:
+            out["bluesky:search"] = float(src.bluesky.search_interval)
     return out
 
 
@@ -125,7 +144,7 @@ def replay(s: Setup, inputs: DumpInputs, *, db_url: str | None = None,
     pool = SentimentPool(fallback=scorer) if use_pool else None
     try:
         engine = build_engine(s)
-        saved = store.load_state(STATE_NAME) if db_url else None
+        saved = store.load_state(ENGINE_STATE) if db_url else None
         if saved:
             engine.restore(saved)
         pipeline = Pipeline(s.matcher, engine, scorer, store)
@@ -181,7 +200,7 @@ def replay(s: Setup, inputs: DumpInputs, *, db_url: str | None = None,
         result.late = engine.stats.late
         if db_url:
             with store.transaction() as conn:
-                store.save_state(conn, STATE_NAME, engine.state(), engine.now)
+                store.save_state(conn, ENGINE_STATE, engine.state(), engine.now)
         result.elapsed = clock.monotonic() - started
         return result
     finally:

@@ -18,12 +18,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
 
 from monitor.errors import ConfigError
-from monitor.rules import Duration, parse_duration
+from monitor.rules import parse_duration
 from monitor.topics import Topic, term_pattern
 from monitor.yamlfile import LineDict, line_of, load_yaml, validation_error
 
@@ -40,7 +40,7 @@ def default_rules_path() -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class TopicSpec(_Strict):
@@ -77,55 +77,62 @@ def _http_url(v: str) -> str:
     return v.rstrip("/")
 
 
+def _ws_url(v: str | None) -> str | None:
+    if v is not None and not v.startswith(("ws://", "wss://")):
+        raise ValueError("expected a ws:// or wss:// address (or null to turn it off)")
+    return v
+
+
+def _subreddit(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_]{1,20}", name.removeprefix("r/")):
+        raise ValueError(f"not a subreddit name: {name!r}")
+    return name.removeprefix("r/")
+
+
+Interval = Annotated[int | str, AfterValidator(_interval)]   # '90s', '15m' -> seconds
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+WsUrl = Annotated[str | None, AfterValidator(_ws_url)]
+
+
 class RedditSpec(_Strict):
     client_id: str
     client_secret: str
     user_agent: str
-    subreddits: list[str] = []          # comment and submission streams, matched here
+    subreddits: list[Annotated[str, AfterValidator(_subreddit)]] = []  # matched here
     search: bool = True                 # search r/all for each topic's terms, newest first
-    interval: Duration = "1m"
-    oauth_url: str = "https://oauth.reddit.com"
-    reddit_url: str = "https://www.reddit.com"
+    interval: Interval = "1m"
+    oauth_url: HttpUrl = "https://oauth.reddit.com"
+    reddit_url: HttpUrl = "https://www.reddit.com"
     timeout: float = 15.0
-
-    @field_validator("interval")
-    @classmethod
-    def _iv(cls, v: Any) -> int:
-        return _interval(v)
-
-    @field_validator("oauth_url", "reddit_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return _http_url(v)
-
-    @field_validator("subreddits")
-    @classmethod
-    def _subs(cls, v: list[str]) -> list[str]:
-        for name in v:
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_]{1,20}", name.removeprefix("r/")):
-                raise ValueError(f"not a subreddit name: {name!r}")
-        return [name.removeprefix("r/") for name in v]
 
 
 class RssFeedSpec(_Strict):
-    url: str
-    interval: Duration = "15m"
+    url: HttpUrl
+    interval: Interval = "15m"
     topic: str | None = None
     max_bytes: int = 10 << 20
 
-    @field_validator("interval")
-    @classmethod
-    def _iv(cls, v: Any) -> int:
-        return _interval(v)
 
-    @field_validator("url")
+class BlueskySpec(_Strict):
+    jetstream: WsUrl = "wss://jetstream2.us-east.bsky.network/subscribe"  # null: off
+    firehose: WsUrl = None             # a relay's or PDS's subscribeRepos, ws(s)://host
+    handle: str | None = None          # with app_password: search (polling) too
+    app_password: str | None = None
+    service: HttpUrl = "https://bsky.social"   # where the account logs in (its PDS)
+    search_interval: Interval = "2m"
+    timeout: float = 15.0
+
+    @field_validator("app_password")
     @classmethod
-    def _url(cls, v: str) -> str:
-        return _http_url(v)
+    def _pair(cls, v: str | None, info: Any) -> str | None:
+        if (v is None) != (info.data.get("handle") is None):
+            raise ValueError("handle and app_password go together (both, or neither)")
+        return v
 
 
 class SourcesSpec(_Strict):
     reddit: RedditSpec | None = None
+    bluesky: BlueskySpec | None = None
     rss: dict[str, RssFeedSpec] = {}
 
 

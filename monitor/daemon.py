@@ -43,11 +43,10 @@ from monitor.engine import Engine
 from monitor.models import AlertEvent, SourceState
 from monitor.pipeline import Pipeline, RunContext
 from monitor.sentiment import SentimentScorer
-from monitor.store import Store
+from monitor.store import ENGINE_STATE, Store
 
 log = logging.getLogger("stormwatch")
 
-STATE_NAME = "engine"
 TICK = 15.0            # seconds between wall-clock advances when idle
 LATENESS = 120.0       # event time trails the wall clock by this much (slow sources)
 BACKOFF_FIRST = 5.0    # seconds before the first retry of a failed source
@@ -103,15 +102,22 @@ class Daemon:
     # -- life cycle ------------------------------------------------------------------
     def start(self) -> None:
         """Restore state and cursors, start the pollers and subscriptions."""
-        saved = self.store.load_state(STATE_NAME)
+        saved = self.store.load_state(ENGINE_STATE)
         if saved:
             self.engine.restore(saved)
             self._committed_state = saved
         self.states = self.store.load_sources()
+        new = []
         for src in [*self.polling, *self.subscriptions]:
-            st = self.states.setdefault(src.name, SourceState(name=src.name))
+            if src.name not in self.states:
+                new.append(self.states.setdefault(src.name, SourceState(name=src.name)))
+            st = self.states[src.name]
             self._cursors[src.name] = st.cursor
             self._errors[src.name] = st.errors_in_a_row
+        if new:  # so that `status` lists them (waiting) before their first page
+            with self.store.transaction() as conn:
+                for st in new:
+                    self.store.save_source(conn, st)
         if self.polling:
             self._scheduler = BackgroundScheduler(
                 executors={"default": JobPool(max_workers=len(self.polling))}, timezone=UTC)
@@ -219,7 +225,7 @@ class Daemon:
                     st.failed(self.clock.now(), error or "")
                 self.store.save_source(conn, st)
                 state = self.engine.state()
-                self.store.save_state(conn, STATE_NAME, state, self.engine.now)
+                self.store.save_state(conn, ENGINE_STATE, state, self.engine.now)
         except BaseException:
             self._reset_engine()
             raise
@@ -243,7 +249,7 @@ class Daemon:
                 ctx.events.extend(self.engine.advance(target))
                 self.pipeline.store_only(ctx, [])
                 state = self.engine.state()
-                self.store.save_state(conn, STATE_NAME, state, self.engine.now)
+                self.store.save_state(conn, ENGINE_STATE, state, self.engine.now)
         except Exception as e:  # noqa: BLE001
             log.error("could not advance the clock: %s", e)
             self._reset_engine()
@@ -299,9 +305,13 @@ class Daemon:
     def _run_subscriptions(self) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
+        async def all_subscriptions() -> None:
+            await asyncio.gather(*(self._subscribe(sub) for sub in self.subscriptions),
+                                 return_exceptions=True)
+
         try:
-            loop.run_until_complete(asyncio.gather(
-                *(self._subscribe(sub) for sub in self.subscriptions), return_exceptions=True))
+            with contextlib.suppress(asyncio.CancelledError):  # stop() cancels every task
+                loop.run_until_complete(all_subscriptions())
         finally:
             loop.close()
 

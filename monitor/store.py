@@ -107,6 +107,8 @@ sources = sa.Table(
     sa.Column("mentions_total", sa.BigInteger, nullable=False, server_default="0"),
 )
 
+ENGINE_STATE = "engine"  # the engine_state row of the engine (replay --db and run share it)
+
 SOURCE_HEALTH = ("last_poll", "last_success", "last_error", "last_error_at",
                  "errors_in_a_row", "lag", "newest_at", "day", "mentions_today",
                  "mentions_total")

@@ -183,3 +183,27 @@ def test_backoff_doubles_is_capped_and_honours_retry_after() -> None:
     assert backoff(1, 60, 300.0, rnd=lambda: 0.5) == 300  # as long as the service asked
     low, high = backoff(1, 60, None, rnd=lambda: 0.0), backoff(1, 60, None, rnd=lambda: 1.0)
     assert (low, high) == (pytest.approx(4), pytest.approx(6))
+
+
+def test_a_dropped_jetstream_reconnects_from_its_cursor_without_loss_or_double_count(
+        store: Store) -> None:
+    from connectors.bluesky import JetstreamSubscription
+    from tests.fakes.jetstream import FakeJetstream, Script, identity, post
+
+    script = Script(frames=[post(1, "acme is down"), identity(2), post(3, "acme still down"),
+                            post(4, "acme back up")], endings=["cut", "open"])
+    with FakeJetstream(script) as js:
+        d = daemon(store)
+        d.subscriptions = [JetstreamSubscription(js.url, batch_seconds=0.05)]
+        t = running(d)
+        until(lambda: len(script.cursors) >= 2 and store.count_mentions() == 3 and
+              "bluesky:jetstream" in store.load_sources() and
+              store.load_sources()["bluesky:jetstream"].errors_in_a_row == 0 and
+              store.load_sources()["bluesky:jetstream"].last_error is not None)
+        d.stop()
+        t.join(10)
+    assert not t.is_alive()
+    assert script.cursors[0] is None and script.cursors[1] is not None  # resumed, rewound
+    st = store.load_sources()["bluesky:jetstream"]
+    assert "dropped" in (st.last_error or "") and st.mentions_total == 3
+    assert d.engine.topics["all"].total == 3

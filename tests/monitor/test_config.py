@@ -1,0 +1,75 @@
+"""The config file: sources, topics, secrets from the environment, and precise errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from monitor.config import load_config
+from monitor.errors import ConfigError
+
+GOOD = """\
+database: sqlite:///sw.db
+topics:
+  acme:
+    terms: [acme]
+sources:
+  reddit:
+    client_id: abc
+    client_secret: ${SW_TEST_SECRET}
+    user_agent: "stormwatch tests"
+    subreddits: [r/acme, CustomerService]
+    interval: 90s
+  bluesky:
+    jetstream: null
+    handle: brand.bsky.social
+    app_password: ${SW_TEST_SECRET}
+  rss:
+    news:
+      url: https://news.example/feed.xml/
+      interval: 15m
+      topic: acme
+"""
+
+
+def test_a_full_config_loads_with_secrets_from_the_environment(
+        write: Callable[[str, str], str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SW_TEST_SECRET", "s3cret")
+    c = load_config(write("sw.yaml", GOOD))
+    assert c.sources.reddit is not None and c.sources.bluesky is not None
+    assert c.sources.reddit.client_secret == "s3cret"
+    assert c.sources.reddit.subreddits == ["acme", "CustomerService"]
+    assert c.sources.reddit.interval == 90
+    assert c.sources.bluesky.jetstream is None and c.sources.bluesky.search_interval == 120
+    assert c.sources.rss["news"].interval == 900
+    assert c.sources.rss["news"].url == "https://news.example/feed.xml"
+
+
+def test_a_missing_secret_names_the_variable_and_the_line(
+        write: Callable[[str, str], str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SW_TEST_SECRET", raising=False)
+    with pytest.raises(ConfigError, match="SW_TEST_SECRET is not set") as e:
+        load_config(write("sw.yaml", GOOD))
+    assert e.value.line == 8
+
+
+@pytest.mark.parametrize("change,line,message", [
+    (("interval: 90s", "interval: 5s"), 11, "at least 10s"),
+    (("interval: 90s", "intervall: 90s"), 11, "unknown key 'intervall'"),
+    (("topic: acme", "topic: acme-corp"), 20, "no topic 'acme-corp'"),
+    (("subreddits: [r/acme, CustomerService]", "subreddits: [acme!]"), 10,
+     "not a subreddit name"),
+    (("    app_password: ${SW_TEST_SECRET}\n", ""), 12, "handle and app_password go together"),
+    (("jetstream: null", "jetstream: https://x.example"), 13, "ws:// or wss://"),
+    (("url: https://news.example/feed.xml/", "url: news.example/feed.xml"), 18,
+     "http:// or https://"),
+])
+def test_bad_sources_say_file_line_and_what_to_do(
+        write: Callable[[str, str], str], monkeypatch: pytest.MonkeyPatch,
+        change: tuple[str, str], line: int, message: str) -> None:
+    monkeypatch.setenv("SW_TEST_SECRET", "s3cret")
+    path = write("sw.yaml", GOOD.replace(*change))
+    with pytest.raises(ConfigError, match=message) as e:
+        load_config(path)
+    assert e.value.path == path and e.value.line == line, str(e.value)
