@@ -39,6 +39,8 @@ class Fetched:
     mentions: list[Mention]
     cursor: Cursor | None = None
     warnings: list[str] = field(default_factory=list)
+    # fresh engagement counts of posts seen before: (mention id, {"likes": n, ...})
+    updates: list[tuple[str, dict[str, int]]] = field(default_factory=list)
 
     @property
     def newest(self) -> float | None:

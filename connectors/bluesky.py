@@ -17,7 +17,9 @@ or a PDS, the same way, for where no Jetstream runs; the cursor is the event ``s
 environment; one login per process, the session refreshed by the SDK, a new login only
 when it is refused. One query per topic term (Bluesky's search ANDs words), ``sort=
 latest``, ``since`` the newest post seen less an overlap, cursor paging. Each query's
-newest time and recent ids are its cursor.
+newest time and recent ids are its cursor. The same session then refreshes the likes,
+reposts, replies and quotes of the active threads' root posts (``getPosts``, 25 a call):
+growth counts as the threads' and topics' ``engagement`` at that minute.
 
 Thread = ``record.reply.root.uri`` or the post's own at-URI (as for dumps:
 :func:`connectors.records.parse_jetstream`).
@@ -55,6 +57,8 @@ LOOKBACK = 3600.0        # the first search of a term reaches back an hour
 SEARCH_OVERLAP = 900.0   # search results are indexed late: look back this much
 SEARCH_PAGES = 10        # at most 1,000 posts per term per poll
 TIMEOUT = 15.0
+GET_POSTS_MAX = 25       # app.bsky.feed.getPosts takes at most 25 URIs
+PREFIX = f"{BLUESKY}:"
 
 
 class _Stream:
@@ -273,8 +277,10 @@ class BlueskySearch:
     def __init__(self, *, handle: str, app_password: str, topics: Sequence[Topic],
                  service: str = "https://bsky.social", interval: float = 120.0,
                  clock: Clock | None = None, timeout: float = TIMEOUT,
-                 client_factory: Callable[[str], Client] | None = None) -> None:
+                 client_factory: Callable[[str], Client] | None = None,
+                 targets: Callable[[], list[str]] | None = None) -> None:
         self.handle, self._password = handle, app_password
+        self.targets = targets  # thread ids whose root post's engagement to refresh
         self.service = service
         self.interval = interval
         self.clock = clock or SystemClock()
@@ -306,6 +312,22 @@ class BlueskySearch:
         for key, query in self.terms:
             mentions, state[key] = self._search(key, query, state.get(key))
             yield Fetched(mentions, dict(state))
+        if self.targets is not None:
+            updates = self.engagement([t for t in self.targets() if t.startswith(PREFIX)])
+            if updates:
+                yield Fetched([], None, updates=updates)
+
+    def engagement(self, thread_ids: Sequence[str]) -> list[tuple[str, dict[str, int]]]:
+        """Current likes, reposts, replies and quotes of these threads' root posts, with
+        ``app.bsky.feed.getPosts``, 25 a call."""
+        uris = [t.removeprefix(PREFIX) for t in thread_ids]
+        out = []
+        for i in range(0, len(uris), GET_POSTS_MAX):
+            chunk = uris[i:i + GET_POSTS_MAX]
+            resp = self._call(lambda c, u=chunk: c.app.bsky.feed.get_posts(params={"uris": u}))
+            for post in resp.posts:
+                out.append((PREFIX + post.uri, _counts(post)))
+        return out
 
     def _search(self, key: str, query: str, cur: dict[str, Any] | None,
                 ) -> tuple[list[Mention], dict[str, Any]]:
@@ -370,15 +392,19 @@ def post_mention(post: Any) -> Mention | None:
     parent = getattr(getattr(reply, "parent", None), "uri", None)
     handle = getattr(post.author, "handle", None) or post.author.did
     rkey = post.uri.rsplit("/", 1)[-1]
-    metrics = {k: v for k, v in (("likes", post.like_count), ("reposts", post.repost_count),
-                                 ("replies", post.reply_count), ("quotes", post.quote_count))
-               if isinstance(v, int)}
+    metrics = _counts(post)
     langs = getattr(record, "langs", None)
     return Mention(id=f"{BLUESKY}:{post.uri}", text=text, created_at=created, source=BLUESKY,
                    thread_id=f"{BLUESKY}:{root}" if root else "",
                    parent_id=f"{BLUESKY}:{parent}" if parent else None, author=handle,
                    url=f"https://bsky.app/profile/{handle}/post/{rkey}", metrics=metrics,
                    lang=langs[0] if langs else None)
+
+
+def _counts(post: Any) -> dict[str, int]:
+    return {k: v for k, v in (("likes", post.like_count), ("reposts", post.repost_count),
+                              ("replies", post.reply_count), ("quotes", post.quote_count))
+            if isinstance(v, int)}
 
 
 def _status(e: atx.AtProtocolError) -> str:

@@ -80,12 +80,17 @@ def source_intervals(s: Setup) -> dict[str, float]:
 
 
 def build_daemon(s: Setup, store: Store, clock: Clock | None = None) -> Daemon:
+    from connectors.bluesky import BlueskySearch
     from monitor.daemon import Daemon, build_pipeline
 
     polling, subscriptions = build_sources(s, clock)
-    return Daemon(engine_factory=lambda: build_engine(s),
-                  pipeline_factory=build_pipeline(s.matcher, store), store=store,
-                  polling=polling, subscriptions=subscriptions, clock=clock)
+    daemon = Daemon(engine_factory=lambda: build_engine(s),
+                    pipeline_factory=build_pipeline(s.matcher, store), store=store,
+                    polling=polling, subscriptions=subscriptions, clock=clock)
+    for src in polling:
+        if isinstance(src, BlueskySearch):  # refreshes the engagement of active threads
+            src.targets = lambda: daemon.active_threads("bluesky:")
+    return daemon
 
 
 def build_engine(s: Setup) -> Engine:

@@ -49,6 +49,8 @@ log = logging.getLogger("stormwatch")
 
 TICK = 15.0            # seconds between wall-clock advances when idle
 LATENESS = 120.0       # event time trails the wall clock by this much (slow sources)
+ACTIVE_WINDOW = 3600.0  # threads with a mention in the last hour are "active"
+ACTIVE_MAX = 250        # at most this many are offered for an engagement refresh
 BACKOFF_FIRST = 5.0    # seconds before the first retry of a failed source
 BACKOFF_MAX = 900.0
 STOP_GRACE = 5.0       # seconds to commit pages already fetched when stopping
@@ -98,6 +100,7 @@ class Daemon:
         self.engine: Engine = engine_factory()
         self.pipeline: Pipeline = pipeline_factory(self.engine)
         self._committed_state: dict[str, Any] | None = None
+        self._active: dict[str, list[str]] = {}   # prefix -> active thread ids (snapshot)
 
     # -- life cycle ------------------------------------------------------------------
     def start(self) -> None:
@@ -106,6 +109,7 @@ class Daemon:
         if saved:
             self.engine.restore(saved)
             self._committed_state = saved
+            self._refresh_active()
         self.states = self.store.load_sources()
         new = []
         for src in [*self.polling, *self.subscriptions]:
@@ -136,6 +140,16 @@ class Daemon:
         log.info("watching %d source(s): %s", len(self.states),
                  ", ".join(sorted(self.states)) or "none")
 
+    def active_threads(self, prefix: str) -> list[str]:
+        """Active threads under ``prefix`` (``bluesky:``), most recent first: a snapshot
+        the ingest loop refreshes every tick, safe to read from a poller's thread."""
+        return self._active.setdefault(prefix, [])
+
+    def _refresh_active(self) -> None:
+        since = self.engine.now - ACTIVE_WINDOW
+        for prefix in list(self._active):
+            self._active[prefix] = self.engine.active_threads(prefix, since, ACTIVE_MAX)
+
     def _wall(self) -> datetime:
         return datetime.fromtimestamp(self.clock.now(), UTC)
 
@@ -163,6 +177,7 @@ class Daemon:
                 self._ingest(work)
             if self.clock.monotonic() >= next_tick:
                 self.advance_clock()
+                self._refresh_active()
                 next_tick = self.clock.monotonic() + self.tick
 
     def shutdown(self) -> None:
@@ -217,6 +232,10 @@ class Daemon:
             with self.store.transaction() as conn:
                 ctx.conn = conn
                 stored = self.pipeline.run(ctx, list(mentions)) if mentions else []
+                if fetched is not None and fetched.updates:
+                    for thread, topics, growth in self.store.refresh_metrics(
+                            conn, fetched.updates):
+                        self.engine.add_engagement(thread, topics, growth)
                 if fetched is not None:
                     if fetched.cursor is not None:
                         st.cursor = fetched.cursor
@@ -231,6 +250,8 @@ class Daemon:
             raise
         self._committed_state = state
         self.states[name] = st
+        if stored:
+            self._refresh_active()
         with self._lock:
             self._cursors[name] = st.cursor
         for ev in ctx.events:

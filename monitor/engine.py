@@ -14,6 +14,7 @@ are refused: ``is_duplicate`` answers before the costly sentiment is computed.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,16 +103,8 @@ class Engine:
                 self.seeds[tid] = (ts, author, compound, eng, reach, tuple(matched), post,
                                    m.topics[0], m.id == tid)
             else:
-                thread = Scope("thread", tid, m.topics[0], self._thread_spans)
-                self.threads[tid] = thread
-                if seed is not None:
-                    s_ts, s_author, s_comp, s_eng, s_reach, s_matched, s_post, _, s_root = seed
-                    thread.first_seen = s_ts
-                    if s_root:
-                        thread.root = s_post
-                    self._count(thread, s_ts, s_author, s_comp, s_eng, s_reach, s_matched,
-                                s_post)
-                else:
+                thread = self._new_thread(tid, m.topics[0], seed)
+                if seed is None:
                     thread.first_seen = ts
         if thread is not None:
             if thread.root is None and m.id == tid:
@@ -124,6 +117,47 @@ class Engine:
             if ts >= topic.bin_start:
                 topic.bin_count += 1
         return events
+
+    def _new_thread(self, tid: str, topic: str, seed: tuple[Any, ...] | None) -> Scope:
+        """A thread's detector scope, with its seed mention counted if it had one."""
+        thread = Scope("thread", tid, topic, self._thread_spans)
+        self.threads[tid] = thread
+        if seed is not None:
+            s_ts, s_author, s_comp, s_eng, s_reach, s_matched, s_post, _, s_root = seed
+            thread.first_seen = s_ts
+            if s_root:
+                thread.root = s_post
+            self._count(thread, s_ts, s_author, s_comp, s_eng, s_reach, s_matched, s_post)
+        return thread
+
+    def add_engagement(self, thread_id: str, topics: Sequence[str], delta: int) -> None:
+        """Engagement that grew on a thread's posts after they were counted (a refresh of
+        likes, reposts, replies, quotes): added at the current minute to the thread's and
+        its topics' windows, as the signal ``engagement``, without a mention."""
+        if delta <= 0 or not self.now:
+            return
+        thread = self.threads.get(thread_id)
+        if thread is None and thread_id in self.seeds:
+            seed = self.seeds.pop(thread_id)
+            thread = self._new_thread(thread_id, seed[7], seed)
+        scopes = [self.topics[t] for t in topics if t in self.topics]
+        if thread is not None:
+            scopes.append(thread)
+            self.dirty.add(thread_id)
+        for scope in scopes:
+            for (_, fkey), w in scope.windows.items():
+                if not fkey:
+                    w.add_engagement(self.now, delta)
+
+    def active_threads(self, prefix: str, since: float, limit: int) -> list[str]:
+        """Ids of threads (seeded ones too) under ``prefix`` with a mention at or after
+        ``since``, the most recently active first."""
+        found = [(t.last_seen, tid) for tid, t in self.threads.items()
+                 if tid.startswith(prefix) and t.last_seen >= since]
+        found += [(seed[0], tid) for tid, seed in self.seeds.items()
+                  if tid.startswith(prefix) and seed[0] >= since]
+        found.sort(reverse=True)
+        return [tid for _, tid in found[:limit]]
 
     def _count(self, scope: Scope, ts: float, author: str, compound: float, eng: int,
                reach: int, matched: Any, post: tuple[Any, ...]) -> None:

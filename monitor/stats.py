@@ -71,6 +71,27 @@ class RollingWindow:
         authors[author] = authors.get(author, 0) + 1
         return True
 
+    def add_engagement(self, ts: float, delta: int) -> bool:
+        """Engagement that grew on posts already counted (likes, reposts... refreshed):
+        it goes into the minute it was seen, without a mention."""
+        start = int(ts) // BUCKET * BUCKET
+        recent = self.recent
+        if recent and recent[-1][0] == start:
+            bucket = recent[-1]
+        elif not recent or recent[-1][0] < start:
+            if start < self.end - self.span:
+                return False
+            bucket = [start, 0, 0, 0.0, 0, 0, {}]
+            recent.append(bucket)
+        else:
+            found = self._late_bucket(start)
+            if found is None:
+                return False
+            bucket = found
+        bucket[4] += delta
+        self.eng += delta
+        return True
+
     def _late_bucket(self, start: int) -> list[Any] | None:
         recent = self.recent
         if start < self.end - self.span:

@@ -216,6 +216,30 @@ class Store:
                 if topic is None or topic in m.topics:
                     yield m
 
+    def refresh_metrics(self, conn: Connection, updates: Sequence[tuple[str, dict[str, int]]],
+                        ) -> list[tuple[str, list[str], int]]:
+        """Store fresh engagement counts of stored mentions; returns, per mention whose
+        engagement grew, (thread id, topics, growth)."""
+        grown = []
+        for i in range(0, len(updates), 500):
+            chunk = dict(updates[i:i + 500])
+            rows = conn.execute(sa.select(mentions.c.id, mentions.c.thread_id, mentions.c.topics,
+                                          mentions.c.data)
+                                .where(mentions.c.id.in_(list(chunk)))).all()
+            for mid, thread, topics, raw in rows:
+                data = orjson.loads(raw) if raw else {}
+                old = data.get("metrics", {})
+                new = {**old, **chunk[mid]}
+                if new == old:
+                    continue
+                data["metrics"] = new
+                conn.execute(mentions.update().where(mentions.c.id == mid).values(
+                    data=orjson.dumps(data, default=str).decode()))
+                growth = _engagement(new) - _engagement(old)
+                if growth > 0:
+                    grown.append((thread, [t for t in topics.split(",") if t], growth))
+        return grown
+
     def known_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of these mention ids are stored already (dedup across restarts)."""
         found: set[str] = set()
@@ -314,6 +338,10 @@ class Store:
             blob = conn.execute(sa.select(engine_state.c.state).where(
                 engine_state.c.name == name)).scalar()
         return orjson.loads(blob) if blob else None
+
+
+def _engagement(metrics: dict[str, Any]) -> int:
+    return sum(v for v in metrics.values() if isinstance(v, int) and not isinstance(v, bool))
 
 
 def _mention_of(r: Any) -> Mention:

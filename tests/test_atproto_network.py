@@ -210,6 +210,26 @@ def test_stormwatch_run_stores_what_the_network_posts(network: dict[str, Any],
         assert final["sources"]["bluesky:firehose"].mentions_total == 2
         until(lambda: (st := states()["sources"].get("bluesky:search")) is not None and
               st.last_success is not None, 30, "a search poll")
+
+        # dave likes carol's post: the next poll refreshes the thread's engagement
+        r = httpx.post(f"{network['pds']}/xrpc/com.atproto.repo.createRecord", timeout=30,
+                       headers={"Authorization": f"Bearer {dave['accessJwt']}"},
+                       json={"repo": dave["did"], "collection": "app.bsky.feed.like",
+                             "record": {"$type": "app.bsky.feed.like",
+                                        "subject": {"uri": first["uri"], "cid": first["cid"]},
+                                        "createdAt": time.strftime("%Y-%m-%dT%H:%M:%S.000Z",
+                                                                   time.gmtime())}})
+        assert r.status_code == 200, r.text
+
+        def likes() -> int:
+            s = Store.open(f"sqlite:///{db}")
+            try:
+                got = {m.id: m for m in s.iter_mentions()}
+            finally:
+                s.close()
+            return got[f"bluesky:{first['uri']}"].metrics.get("likes", 0)
+
+        until(lambda: likes() == 1, 40, "the like to be refreshed")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)

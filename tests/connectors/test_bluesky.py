@@ -237,3 +237,34 @@ def test_search_terms_quote_phrases() -> None:
     assert search_terms([Topic("acme", ("acme", "acme corp", "@acme"))]) == [
         ("search:acme:acme", "acme"), ("search:acme:acme corp", '"acme corp"'),
         ("search:acme:@acme", "acme")]
+
+
+@respx.mock
+def test_engagement_of_active_threads_is_refreshed_25_posts_a_call() -> None:
+    respx.post(f"{PDS}/xrpc/com.atproto.server.createSession").respond(200, json=session())
+    respx.get(f"{PDS}/xrpc/app.bsky.feed.searchPosts").respond(200, json={"posts": []})
+    asked: list[list[str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        uris = request.url.params.get_list("uris")
+        asked.append(uris)
+        posts = []
+        for uri in uris:
+            n = int(uri.rsplit("post", 1)[1])
+            view = post_view(n, "root", "2024-09-09T19:00:00Z")
+            view["likeCount"] = 100 + n
+            posts.append(view)
+        return httpx.Response(200, json={"posts": posts})
+
+    respx.get(f"{PDS}/xrpc/app.bsky.feed.getPosts").mock(side_effect=answer)
+    threads = [f"bluesky:at://did:plc:author{n}/app.bsky.feed.post/3kpost{n:03d}"
+               for n in range(60)] + ["reddit:t3_abc"]
+    src = searcher(targets=lambda: threads)
+    pages = list(src.poll(None))
+    assert [len(u) for u in asked] == [25, 25, 10]
+    update = pages[-1]
+    assert update.cursor is None and update.mentions == []
+    assert len(update.updates) == 60
+    mid, metrics = update.updates[7]
+    assert mid == threads[7] and metrics == {"likes": 107, "reposts": 1, "replies": 2,
+                                             "quotes": 0}

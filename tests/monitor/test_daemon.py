@@ -207,3 +207,31 @@ def test_a_dropped_jetstream_reconnects_from_its_cursor_without_loss_or_double_c
     st = store.load_sources()["bluesky:jetstream"]
     assert "dropped" in (st.last_error or "") and st.mentions_total == 3
     assert d.engine.topics["all"].total == 3
+
+
+def test_refreshed_engagement_is_stored_and_counted_once(store: Store) -> None:
+    post = Mention(id="bluesky:at://a/p/1", text="acme lost my parcel", created_at=T,
+                   source="bluesky", author="ann", metrics={"likes": 2, "replies": 1})
+
+    class Refreshing(Scripted):
+        def poll(self, cursor: Cursor | None) -> Iterator[Fetched]:
+            self.polls.append(cursor)
+            if not cursor:
+                yield Fetched([post], {"pages": 1})
+                return
+            likes = 2 + 40 * len(self.polls)
+            yield Fetched([], None, updates=[("bluesky:at://a/p/1", {"likes": likes}),
+                                             ("bluesky:at://never/stored", {"likes": 9})])
+
+    src = Refreshing("bluesky:search", [])
+    d = daemon(store, src)
+    t = running(d)
+    until(lambda: len(src.polls) >= 3)
+    d.stop()
+    t.join(10)
+    [stored] = list(store.iter_mentions())
+    likes = stored.metrics["likes"]
+    assert stored.metrics["replies"] == 1 and likes >= 82
+    topic = d.engine.topics["all"]
+    window = next(w for (_, fkey), w in topic.windows.items() if not fkey)
+    assert window.n == 1 and window.eng == likes + 1  # each growth counted once

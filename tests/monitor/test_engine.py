@@ -140,3 +140,29 @@ def test_late_mentions_count_where_they_belong(write: Callable[[str, str], str])
     events += engine.advance(T0 + 660)
     assert engine.stats.late == 1
     assert [(e.event, e.signals["mentions"]) for e in events] == [("fired", 5)]
+
+
+def test_refreshed_engagement_counts_at_the_current_minute_without_a_mention() -> None:
+    """A single post whose likes take off is seen as engagement on its (seeded) thread and
+    its topic, at the minute of the refresh; the mention count does not change."""
+    ms = [Mention(id="bluesky:at://a/p/1", text="acme lost my parcel", created_at=T0 + 10,
+                  author="ann", metrics={"likes": 3}),
+          Mention(id="dump:x", text="acme is fine", created_at=T0 + 600, author="bob")]
+    engine, _ = run(ms)
+    assert "bluesky:at://a/p/1" in engine.seeds and "bluesky:at://a/p/1" not in engine.threads
+    topic = engine.topics["all"]
+    window = next(w for (_, fkey), w in topic.windows.items() if not fkey)
+    before = (window.n, window.eng)
+    engine.add_engagement("bluesky:at://a/p/1", ["all"], 500)
+    engine.add_engagement("bluesky:at://a/p/1", ["all"], -20)  # unlikes are not "growth"
+    assert (window.n, window.eng) == (before[0], before[1] + 500)
+    thread = engine.threads["bluesky:at://a/p/1"]  # promoted from its seed
+    tw = next(w for (_, fkey), w in thread.windows.items() if not fkey)
+    assert tw.n == 1 and tw.eng == 3 + 500
+    assert engine.active_threads("bluesky:", T0, 10) == ["bluesky:at://a/p/1"]
+    assert engine.active_threads("bluesky:", T0 + 3600, 10) == []
+    restored = Engine(rules(), ("all",))
+    restored.restore(orjson.loads(orjson.dumps(engine.state())))
+    rw = next(w for (_, fkey), w in restored.threads["bluesky:at://a/p/1"].windows.items()
+              if not fkey)
+    assert rw.eng == 503  # saved and restored with the rest
