@@ -202,14 +202,16 @@ def test_stormwatch_run_stores_what_the_network_posts(network: dict[str, Any],
 
         until(lambda: any("bluesky:firehose: connected" in line for line in log), 30,
               "the daemon to subscribe")
+        # the first search ran (before anything was posted): the posts come by the
+        # firehose, and the next search (10 s on) finds them again and stores nothing
+        until(lambda: (st := states()["sources"].get("bluesky:search")) is not None and
+              st.last_success is not None, 30, "a search poll")
         first = post(network, carol, "Widgetco shipped the wrong widget, twice")
         second = post(network, dave, "Widgetco support never answers", reply_to=first)
         final = until(lambda: (s := states()) and s["count"] == 2 and s, 30,
                       "both posts stored")
         assert final["ids"] == {f"bluesky:{first['uri']}", f"bluesky:{second['uri']}"}
         assert final["sources"]["bluesky:firehose"].mentions_total == 2
-        until(lambda: (st := states()["sources"].get("bluesky:search")) is not None and
-              st.last_success is not None, 30, "a search poll")
 
         # dave likes carol's post: the next poll refreshes the thread's engagement
         r = httpx.post(f"{network['pds']}/xrpc/com.atproto.repo.createRecord", timeout=30,
