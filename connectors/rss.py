@@ -73,13 +73,17 @@ class RssFeed:
             return
         parsed = feedparser.parse(body, response_headers=headers)
         warnings = []
-        if parsed.bozo:
-            problem = f"{type(parsed.bozo_exception).__name__}: {parsed.bozo_exception}"
-            if not parsed.entries:
-                raise SourceError(f"{self.spec.url} is not a readable RSS or Atom feed "
-                                  f"({problem[:200]})", setting=f"{self.setting}.url")
+        problem = (f"{type(parsed.bozo_exception).__name__}: {parsed.bozo_exception}"[:200]
+                   if parsed.bozo else "")
+        if not parsed.version and not parsed.entries:
+            # no RSS or Atom in it: an error page or a login wall, even if answered 200
+            sent = plain_text(body[:120].decode("utf-8", "replace"))
+            raise SourceError(f"{self.spec.url} is not a readable RSS or Atom feed ("
+                              f"{problem or 'no feed in what it sent'}; it begins {sent!r})",
+                              setting=f"{self.setting}.url")
+        if problem:
             warnings.append(f"{self.spec.url}: malformed feed, its {len(parsed.entries)} "
-                            f"entries used anyway ({problem[:200]})")
+                            f"entries used anyway ({problem})")
         seen = list(cursor.get("seen", []))
         known = set(seen)
         mentions = []

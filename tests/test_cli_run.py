@@ -157,3 +157,54 @@ def test_sigkill_in_the_middle_of_a_poll_then_restart_equals_an_undisturbed_run(
     killed_ids, killed_totals = stored(tmp_path / "killed.db")
     assert killed_ids == calm_ids and len(calm_ids) == 3 + 5 + 300
     assert killed_totals == calm_totals  # nothing counted twice across the restart
+
+
+def test_a_storm_of_faults_is_logged_retried_and_loses_nothing(
+        tmp_path: Path, peers: tuple[FakeReddit, FeedServer]) -> None:
+    """Reddit answers 500 until praw gives up, a feed sends an HTML page, another is 50 MB,
+    Jetstream cuts its connection mid-frame: the daemon logs each, keeps going, retries
+    with backoff, and ends with every mention stored once."""
+    from tests.fakes.jetstream import FakeJetstream, Script, identity, post
+
+    reddit, feeds = peers
+    reddit.state.fail("/r/acme/comments", 500, times=3)       # praw's 3 tries: one poll
+    feeds.faults["/a.xml"] = [(200, b"<html><body>Service unavailable</body></html>")]
+    feeds.feeds["/big.xml"] = b"<rss><channel>" + b"x" * (50 << 20)
+    script = Script(frames=[post(1, "acme is down for me"), identity(2),
+                            post(3, "is acme down?"), post(4, "cats"),
+                            post(5, "acme status page says all good, lol")],
+                    endings=["cut", "open"])
+    with FakeJetstream(script) as js:
+        cfg = config(tmp_path, reddit, feeds, "storm")
+        cfg.write_text(cfg.read_text()
+                       + f'    big: {{url: "{feeds.url}/big.xml", interval: 1h}}\n'
+                       + f"  bluesky:\n    jetstream: {js.url}\n")
+        proc = start(cfg)
+        db = tmp_path / "storm.db"
+
+        def settled() -> bool:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            if not all_polled(db):
+                return False
+            _, totals = stored(db)
+            return totals.get("rss:a") == 5 and totals.get("bluesky:jetstream") == 3
+        until(settled, timeout=60)
+        code, err, took = stop(proc)
+    assert code == 0 and took < 10, err
+    ids, totals = stored(db)
+    assert totals == {"reddit": 3, "rss:a": 5, "rss:b": 300, "rss:big": 0,
+                      "bluesky:jetstream": 3}
+    assert len(ids) == sum(totals.values())  # nothing stored twice, nothing lost
+    assert "Traceback" not in err
+    for line in ("reddit: Reddit answered 500", "rss:a: http", "not a readable RSS",
+                 "rss:big: http", "more than 10 MiB", "(check sources.rss.big.max_bytes)",
+                 "bluesky:jetstream: the Jetstream connection", "dropped"):
+        assert line in err, line
+    s = Store.open(f"sqlite:///{db}")
+    try:
+        health = s.load_sources()
+    finally:
+        s.close()
+    assert health["rss:big"].errors_in_a_row >= 1 and health["rss:big"].last_success is None
+    assert health["reddit"].errors_in_a_row == 0 and health["reddit"].last_error
+    assert len(script.cursors) >= 2  # it reconnected

@@ -182,12 +182,22 @@ def test_a_malformed_feed_with_entries_is_used_and_reported() -> None:
 
 
 @respx.mock
-def test_a_page_that_is_not_a_feed_is_an_error_naming_the_setting() -> None:
+@pytest.mark.parametrize("content_type", ["text/html", "application/rss+xml"])
+def test_a_page_that_is_not_a_feed_is_an_error_naming_the_setting(content_type: str) -> None:
+    """An error page or login wall answered with 200 (even labelled as RSS) is not an
+    empty feed: an empty feed would move the cursor and wait a whole interval."""
     respx.get(URL).respond(200, text="<html><body>Login required</body></html>",
-                           headers={"Content-Type": "text/html"})
+                           headers={"Content-Type": content_type})
     with pytest.raises(SourceError, match="not a readable RSS or Atom feed") as e:
         poll(feed())
     assert e.value.setting == "sources.rss.news.url"
+
+
+@respx.mock
+def test_an_empty_feed_is_not_an_error() -> None:
+    respx.get(URL).respond(200, text=rss(), headers={"Content-Type": "application/rss+xml"})
+    got = poll(feed())
+    assert got.mentions == [] and not got.warnings
 
 
 @respx.mock

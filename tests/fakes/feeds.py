@@ -32,6 +32,16 @@ class _Handler(BaseHTTPRequestHandler):
             srv.hits.append(self.path)
             body = srv.feeds.get(self.path)
             stall = self.path in srv.stall
+            queue = srv.faults.get(self.path)
+            fault = queue.pop(0) if queue else None
+        if fault is not None:  # (status, body): served once, before the real feed
+            status, payload = fault
+            self.send_response(status)
+            self.send_header("Content-Type", "application/rss+xml")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
         if body is None:
             self.send_response(404)
             self.send_header("Content-Length", "0")
@@ -63,6 +73,7 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client killed mid-request (the point of some tests)
     feeds: dict[str, bytes]
+    faults: dict[str, list[tuple[int, bytes]]]
     stall: set[str]
     hits: list[str]
     lock: threading.Lock
@@ -76,6 +87,7 @@ class FeedServer:
     def __init__(self) -> None:
         self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.feeds, self.server.stall, self.server.hits = {}, set(), []
+        self.server.faults = self.faults = {}
         self.server.lock = threading.Lock()
         self.server.stalled, self.server.release = threading.Event(), threading.Event()
         self.feeds, self.stall = self.server.feeds, self.server.stall
