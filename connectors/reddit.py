@@ -5,6 +5,8 @@ Listings polled, each newest first, each with its own cursor:
 
 - ``comments:<a+b>`` — new comments in the configured subreddits (``/r/a+b/comments``);
 - ``submissions:<a+b>`` — new submissions there (``/r/a+b/new``);
+- ``comments:<user/multi>`` and ``submissions:<user/multi>`` — the same for each
+  configured multireddit (``/user/<user>/m/<multi>/comments`` and ``/new``);
 - ``search:<topic>`` — submissions anywhere matching the topic's terms
   (``/r/all/search?sort=new&t=day``).
 
@@ -65,7 +67,8 @@ class RedditSource:
     name = "reddit"
 
     def __init__(self, reddit: praw.Reddit, *, subreddits: Sequence[str] = (),
-                 topics: Sequence[Topic] = (), search: bool = True, interval: float = 60.0,
+                 multireddits: Sequence[str] = (), topics: Sequence[Topic] = (),
+                 search: bool = True, interval: float = 60.0,
                  clock: Clock | None = None) -> None:
         self.reddit = reddit
         self.interval = interval
@@ -75,6 +78,9 @@ class RedditSource:
             multi = "+".join(subreddits)
             self.listings += [(f"comments:{multi}", "comments", multi),
                               (f"submissions:{multi}", "new", multi)]
+        for owned in multireddits:  # "user/name": a user's multireddit
+            self.listings += [(f"comments:{owned}", "multi-comments", owned),
+                              (f"submissions:{owned}", "multi-new", owned)]
         if search:
             for topic in topics:
                 query = search_query(topic)
@@ -90,8 +96,9 @@ class RedditSource:
             check_for_updates=False, check_for_async=False,
             requestor_class=_TimeoutRequestor, requestor_kwargs={"timeout": spec.timeout})
         reddit.read_only = True
-        return cls(reddit, subreddits=spec.subreddits, topics=topics, search=spec.search,
-                   interval=float(spec.interval), clock=clock)
+        return cls(reddit, subreddits=spec.subreddits, multireddits=spec.multireddits,
+                   topics=topics, search=spec.search, interval=float(spec.interval),
+                   clock=clock)
 
     def close(self) -> None:
         pass
@@ -104,6 +111,11 @@ class RedditSource:
             yield Fetched(mentions, dict(state), warnings)
 
     def _items(self, kind: str, arg: str) -> Iterable[Any]:
+        if kind.startswith("multi-"):
+            user, name = arg.split("/", 1)
+            multi = self.reddit.multireddit(redditor=user, name=name)
+            return multi.comments(limit=MAX_ITEMS) if kind == "multi-comments" \
+                else multi.new(limit=MAX_ITEMS)
         if kind == "comments":
             return self.reddit.subreddit(arg).comments(limit=MAX_ITEMS)
         if kind == "new":
@@ -157,6 +169,10 @@ def _raw(item: Any) -> dict[str, Any]:
     return data
 
 
+def _where(listing: str) -> str:
+    return "sources.reddit.multireddits" if "/" in listing else "sources.reddit.subreddits"
+
+
 def _error(e: Exception, listing: str) -> SourceError:
     exc = prawcore.exceptions
     response = getattr(e, "response", None)
@@ -174,10 +190,10 @@ def _error(e: Exception, listing: str) -> SourceError:
             setting="sources.reddit.client_id / client_secret")
     if isinstance(e, exc.Forbidden):
         return SourceError(f"Reddit answered 403 (forbidden) for {listing}: a private, "
-                           "quarantined or banned subreddit?", setting="sources.reddit.subreddits")
+                           "quarantined or banned subreddit?", setting=_where(listing))
     if isinstance(e, exc.NotFound | exc.Redirect):
-        return SourceError(f"Reddit has no such subreddit for {listing}",
-                           setting="sources.reddit.subreddits")
+        return SourceError(f"Reddit has no such subreddit or multireddit for {listing}",
+                           setting=_where(listing))
     if isinstance(e, exc.ServerError):
         return SourceError(f"Reddit answered {status} for {listing} (after retries)")
     if isinstance(e, exc.RequestException):

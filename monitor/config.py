@@ -89,6 +89,13 @@ def _subreddit(name: str) -> str:
     return name.removeprefix("r/")
 
 
+def _multireddit(name: str) -> str:
+    if not re.fullmatch(r"(?:u/)?[A-Za-z0-9_-]{3,20}/(?:m/)?[A-Za-z0-9_]{2,50}", name):
+        raise ValueError(f"not a multireddit: {name!r} (expected 'user/name')")
+    user, _, rest = name.removeprefix("u/").partition("/")
+    return f"{user}/{rest.removeprefix('m/')}"
+
+
 Interval = Annotated[int | str, AfterValidator(_interval)]   # '90s', '15m' -> seconds
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 WsUrl = Annotated[str | None, AfterValidator(_ws_url)]
@@ -99,6 +106,7 @@ class RedditSpec(_Strict):
     client_secret: str
     user_agent: str
     subreddits: list[Annotated[str, AfterValidator(_subreddit)]] = []  # matched here
+    multireddits: list[Annotated[str, AfterValidator(_multireddit)]] = []  # "user/name"
     search: bool = True                 # search r/all for each topic's terms, newest first
     interval: Interval = "1m"
     oauth_url: HttpUrl = "https://oauth.reddit.com"

@@ -31,6 +31,7 @@ def source(fake: FakeReddit, clock: FixedClock | None = None, **kw: Any) -> Redd
                                                                        CLIENT_SECRET),
         user_agent="stormwatch-tests/0.1", oauth_url=fake.url, reddit_url=fake.url,
         subreddits=kw.pop("subreddits", ["acme", "CustomerService"]),
+        multireddits=kw.pop("multireddits", []),
         search=kw.pop("search", True), interval=60, timeout=kw.pop("timeout", 5.0))
     return RedditSource.from_spec(spec, [ACME], clock or FixedClock(NOW))
 
@@ -138,3 +139,20 @@ def test_a_timeout_is_a_source_error_within_bounded_time(fake: FakeReddit) -> No
 def test_search_query_quotes_phrases_and_drops_handle_marks() -> None:
     assert search_query(Topic("t", ("acme", "acme corp", "@acme", "#acmefail"))) == \
         'acme OR "acme corp" OR acmefail'
+
+
+def test_multireddits_are_read_like_subreddits(fake: FakeReddit) -> None:
+    fake.state.multis[("brandteam", "watch")] = ["acme", "gadgets"]
+    fake.state.add(comment("m1", NOW - 50, "acme broke", sub="gadgets"),
+                   comment("m2", NOW - 40, "elsewhere", sub="cooking"),
+                   submission("s1", NOW - 60, "Acme gadget recall", sub="gadgets"))
+    pages = poll(source(fake, subreddits=[], multireddits=["brandteam/watch"],
+                        search=False))
+    assert ids(pages) == ["reddit:t1_m1", "reddit:t3_s1"]
+    assert set(pages[-1].cursor or {}) == {"comments:brandteam/watch",
+                                           "submissions:brandteam/watch"}
+    assert {"/user/brandteam/m/watch/comments", "/user/brandteam/m/watch/new"} <= \
+        set(fake.state.paths())
+    with pytest.raises(SourceError) as e:
+        poll(source(fake, subreddits=[], multireddits=["nobody/none"], search=False))
+    assert e.value.setting == "sources.reddit.multireddits"

@@ -6,7 +6,8 @@ It answers what praw asks of a read-only script app, in the shapes Reddit docume
   ``grant_type=client_credentials``) -> ``{"access_token", "token_type": "bearer",
   "expires_in", "scope"}``; a wrong secret -> 401 ``{"message": "Unauthorized", "error":
   401}``;
-- ``GET /r/{a+b}/comments``, ``/r/{a+b}/new`` and ``/r/all/search?q=...&sort=new`` ->
+- ``GET /r/{a+b}/comments``, ``/r/{a+b}/new``, ``/user/{u}/m/{multi}/comments`` and
+  ``/new``, and ``/r/all/search?q=...&sort=new`` ->
   ``{"kind": "Listing", "data": {"after", "before", "dist", "modhash", "children":
   [{"kind": "t1" | "t3", "data": {...}}]}}``, newest first, ``limit`` and ``after`` paging;
 - ``x-ratelimit-remaining`` / ``-used`` / ``-reset`` headers on API answers; a 401 on the
@@ -62,6 +63,7 @@ class RedditState:
     items: list[dict[str, Any]] = field(default_factory=list)   # comments and submissions
     faults: dict[str, list[Fault]] = field(default_factory=dict)
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    multis: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # -> subreddits
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, *items: dict[str, Any]) -> None:
@@ -121,6 +123,10 @@ class _Handler(BaseHTTPRequestHandler):
                        {"www-authenticate": 'Bearer realm="reddit", error="invalid_token"'})
             return
         m = re.fullmatch(r"/r/([A-Za-z0-9_+]+)/(comments|new|search)", path)
+        multi = re.fullmatch(r"/user/([\w-]+)/m/(\w+)/(comments|new)", path)
+        if multi is not None and (multi.group(1), multi.group(2)) in st.multis:
+            self._listing(st.multis[(multi.group(1), multi.group(2))], multi.group(3), q)
+            return
         if m is None:
             self._send(404, {"message": "Not Found", "error": 404})
             return

@@ -21,6 +21,7 @@ sources:
     user_agent: "stormwatch tests"
     subreddits: [r/acme, CustomerService]
     interval: 90s
+    multireddits: [u/brandteam/m/watch, other_user/list2]
   bluesky:
     jetstream: null
     handle: brand.bsky.social
@@ -41,6 +42,7 @@ def test_a_full_config_loads_with_secrets_from_the_environment(
     assert c.sources.reddit.client_secret == "s3cret"
     assert c.sources.reddit.subreddits == ["acme", "CustomerService"]
     assert c.sources.reddit.interval == 90
+    assert c.sources.reddit.multireddits == ["brandteam/watch", "other_user/list2"]
     assert c.sources.bluesky.jetstream is None and c.sources.bluesky.search_interval == 120
     assert c.sources.rss["news"].interval == 900
     assert c.sources.rss["news"].url == "https://news.example/feed.xml"
@@ -57,12 +59,13 @@ def test_a_missing_secret_names_the_variable_and_the_line(
 @pytest.mark.parametrize("change,line,message", [
     (("interval: 90s", "interval: 5s"), 11, "at least 10s"),
     (("interval: 90s", "intervall: 90s"), 11, "unknown key 'intervall'"),
-    (("topic: acme", "topic: acme-corp"), 20, "no topic 'acme-corp'"),
+    (("topic: acme", "topic: acme-corp"), 21, "no topic 'acme-corp'"),
     (("subreddits: [r/acme, CustomerService]", "subreddits: [acme!]"), 10,
      "not a subreddit name"),
-    (("    app_password: ${SW_TEST_SECRET}\n", ""), 12, "handle and app_password go together"),
-    (("jetstream: null", "jetstream: https://x.example"), 13, "ws:// or wss://"),
-    (("url: https://news.example/feed.xml/", "url: news.example/feed.xml"), 18,
+    (("    app_password: ${SW_TEST_SECRET}\n", ""), 13, "handle and app_password go together"),
+    (("jetstream: null", "jetstream: https://x.example"), 14, "ws:// or wss://"),
+    (("list2]", "list2, justaname]"), 12, "expected 'user/name'"),
+    (("url: https://news.example/feed.xml/", "url: news.example/feed.xml"), 19,
      "http:// or https://"),
 ])
 def test_bad_sources_say_file_line_and_what_to_do(
