@@ -173,6 +173,8 @@ def status_report(states: dict[str, SourceState], intervals: dict[str, float],
                   alerts: list[dict[str, Any]], now: float) -> None:
     """``stormwatch status``: sources and open alerts, on standard output."""
     out = Console(highlight=False, soft_wrap=False)
+    if not out.is_terminal:  # piped or redirected: wide rows, not folded ones
+        out = Console(highlight=False, soft_wrap=False, width=200)
     table = Table(title="sources", title_justify="left", show_edge=False)
     for col in ("source", "state", "last success", "last error", "lag", "today", "total"):
         table.add_column(col, justify="right" if col in ("lag", "today", "total") else "left")
