@@ -57,6 +57,16 @@ class SourceError(Exception):
         self.setting = setting
 
 
+def combined(errors: list[SourceError]) -> SourceError:
+    """Several failures of one poll as one error: each said, the longest pause asked."""
+    if len(errors) == 1:
+        return errors[0]
+    waits = [e.retry_after for e in errors if e.retry_after is not None]
+    return SourceError("; ".join(dict.fromkeys(str(e) for e in errors)),
+                       retry_after=max(waits) if waits else None,
+                       setting=next((e.setting for e in errors if e.setting), None))
+
+
 class PollingSource(Protocol):
     name: str
     interval: float

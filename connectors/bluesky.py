@@ -40,7 +40,7 @@ from atproto_client import Client
 from atproto_client import exceptions as atx
 from atproto_client.request import Request
 
-from connectors.base import Cursor, Emit, Fetched, SourceError
+from connectors.base import Cursor, Emit, Fetched, SourceError, combined
 from connectors.records import BLUESKY, POST, Ignore, Skip, parse_jetstream
 from monitor.clock import Clock, SystemClock
 from monitor.models import Mention, TimeFormatError, iso, parse_time
@@ -86,13 +86,17 @@ class _Stream:
     def cursor(self, position: int) -> Cursor:
         raise NotImplementedError
 
+    def position(self, cursor: Cursor | None) -> int | None:
+        """Where a cursor stands (None: nowhere yet)."""
+        raise NotImplementedError
+
     async def stream(self, cursor: Cursor | None, emit: Emit) -> None:
         try:
             async with websockets.connect(self.address(cursor), open_timeout=self.open_timeout,
                                           ping_interval=20, ping_timeout=20, close_timeout=2,
                                           max_size=self.max_frame) as ws:
                 log.info("%s: connected to %s", self.name, self.url)
-                await self._read(ws, emit)
+                await self._read(ws, emit, self.position(cursor))
         except websockets.ConnectionClosed as e:
             raise SourceError(f"the {self.what} connection to {self.url} dropped "
                               f"({_closed(e)})") from None
@@ -106,12 +110,13 @@ class _Stream:
             raise SourceError(f"cannot connect to {self.url}: {type(e).__name__}: {e}") \
                 from None
 
-    async def _read(self, ws: Any, emit: Emit) -> None:
+    async def _read(self, ws: Any, emit: Emit, start: int | None) -> None:
         loop = asyncio.get_running_loop()
         batch: list[Mention] = []
         warnings: list[str] = []
-        reached: int | None = None
-        emitted: int | None = None
+        # the replayed rewind must not move the committed cursor backwards
+        reached: int | None = start
+        emitted: int | None = start
         due = loop.time() + self.batch_seconds
         while True:
             raw = None
@@ -125,7 +130,7 @@ class _Stream:
                     reached = max(position, reached or position)
                 batch.extend(posts)
             if loop.time() >= due or len(batch) >= self.batch_max:
-                if reached is not None and (reached != emitted or warnings):
+                if reached is not None and (batch or reached != emitted or warnings):
                     await emit(Fetched(batch, self.cursor(reached), warnings))
                     batch, warnings, emitted = [], [], reached
                 due = loop.time() + self.batch_seconds
@@ -143,13 +148,18 @@ class JetstreamSubscription(_Stream):
 
     def address(self, cursor: Cursor | None) -> str:
         params: list[tuple[str, str]] = [("wantedCollections", POST)]
-        if cursor and isinstance(cursor.get("time_us"), int):
-            params.append(("cursor", str(max(0, cursor["time_us"] - int(self.rewind * 1e6)))))
+        at = self.position(cursor)
+        if at is not None:
+            params.append(("cursor", str(max(0, at - int(self.rewind * 1e6)))))
         sep = "&" if "?" in self.url else "?"
         return f"{self.url}{sep}{urlencode(params)}"
 
     def cursor(self, position: int) -> Cursor:
         return {"time_us": position}
+
+    def position(self, cursor: Cursor | None) -> int | None:
+        t = (cursor or {}).get("time_us")
+        return t if isinstance(t, int) else None
 
     def decode(self, raw: str | bytes) -> tuple[int | None, list[Mention], str | None]:
         try:
@@ -190,12 +200,15 @@ class FirehoseSubscription(_Stream):
                          open_timeout=open_timeout, max_frame=5 << 20)
 
     def address(self, cursor: Cursor | None) -> str:
-        if cursor and isinstance(cursor.get("seq"), int):
-            return f"{self.url}?{urlencode({'cursor': cursor['seq']})}"
-        return self.url
+        seq = self.position(cursor)
+        return self.url if seq is None else f"{self.url}?{urlencode({'cursor': seq})}"
 
     def cursor(self, position: int) -> Cursor:
         return {"seq": position}
+
+    def position(self, cursor: Cursor | None) -> int | None:
+        seq = (cursor or {}).get("seq")
+        return seq if isinstance(seq, int) else None
 
     def decode(self, raw: str | bytes) -> tuple[int | None, list[Mention], str | None]:
         if isinstance(raw, str):
@@ -308,14 +321,25 @@ class BlueskySearch:
         return self._client
 
     def poll(self, cursor: Cursor | None) -> Iterator[Fetched]:
+        """Each term in turn (a term that fails does not stop the others: the failures
+        are raised together at the end), then the engagement refresh."""
         state = dict(cursor or {})
+        failed: list[SourceError] = []
         for key, query in self.terms:
-            mentions, state[key] = self._search(key, query, state.get(key))
-            yield Fetched(mentions, dict(state))
-        if self.targets is not None:
+            try:
+                mentions, state[key], warnings = self._search(key, query, state.get(key))
+            except SourceError as e:
+                failed.append(e)
+                if e.setting:  # the account itself is refused: no term will do better
+                    break
+                continue
+            yield Fetched(mentions, dict(state), warnings)
+        if self.targets is not None and not failed:
             updates = self.engagement([t for t in self.targets() if t.startswith(PREFIX)])
             if updates:
                 yield Fetched([], None, updates=updates)
+        if failed:
+            raise combined(failed)
 
     def engagement(self, thread_ids: Sequence[str]) -> list[tuple[str, dict[str, int]]]:
         """Current likes, reposts, replies and quotes of these threads' root posts, with
@@ -330,11 +354,13 @@ class BlueskySearch:
         return out
 
     def _search(self, key: str, query: str, cur: dict[str, Any] | None,
-                ) -> tuple[list[Mention], dict[str, Any]]:
-        newest = float(cur["newest"]) if cur else self.clock.now() - LOOKBACK
+                ) -> tuple[list[Mention], dict[str, Any], list[str]]:
+        now = self.clock.now()
+        newest = float(cur["newest"]) if cur else now - LOOKBACK
         seen: dict[str, float] = dict(cur.get("seen", {})) if cur else {}
         since = newest - SEARCH_OVERLAP if cur else newest
         mentions: list[Mention] = []
+        warnings: list[str] = []
         page_cursor = None
         for _ in range(SEARCH_PAGES):
             params = {"q": query, "sort": "latest", "since": iso(since), "limit": 100}
@@ -346,19 +372,25 @@ class BlueskySearch:
                 m = post_mention(post)
                 if m is None:
                     continue
-                if m.created_at < since:
+                # where the post sorts: the author's createdAt, unless the AppView saw it
+                # earlier (a post dated ahead must not move the cursor past real ones)
+                sort_at = min(m.created_at, _time(post.indexed_at) or m.created_at, now)
+                if sort_at < since:
                     older = True
                     continue
                 if m.id in seen:
                     continue
-                seen[m.id] = m.created_at
+                seen[m.id] = sort_at
                 mentions.append(m)
             page_cursor = resp.cursor
             if older or not page_cursor or not resp.posts:
                 break
+        else:
+            warnings.append(f"{key}: more than {SEARCH_PAGES * 100} posts since the last "
+                            "poll; older ones may be missed (poll more often)")
         newest = max([newest, *seen.values()])
         seen = {k: t for k, t in seen.items() if t >= newest - SEARCH_OVERLAP}
-        return mentions, {"newest": newest, "seen": seen}
+        return mentions, {"newest": newest, "seen": seen}, warnings
 
     def _call(self, fn: Callable[[Client], Any]) -> Any:
         client = self._session()
@@ -405,6 +437,13 @@ def _counts(post: Any) -> dict[str, int]:
     return {k: v for k, v in (("likes", post.like_count), ("reposts", post.repost_count),
                               ("replies", post.reply_count), ("quotes", post.quote_count))
             if isinstance(v, int)}
+
+
+def _time(value: Any) -> float | None:
+    try:
+        return parse_time(value)
+    except (TimeFormatError, TypeError):
+        return None
 
 
 def _status(e: atx.AtProtocolError) -> str:

@@ -34,7 +34,7 @@ from typing import Any
 import praw
 import prawcore
 
-from connectors.base import Cursor, Fetched, SourceError, retry_after_seconds
+from connectors.base import Cursor, Fetched, SourceError, combined, retry_after_seconds
 from connectors.records import Ignore, Skip, parse_pushshift
 from monitor.clock import Clock, SystemClock
 from monitor.models import Mention
@@ -43,6 +43,7 @@ from monitor.topics import Topic
 LOOKBACK = 3600.0          # the first poll of a listing reaches back an hour
 OVERLAP = 300.0            # a stream is re-read this far back (late-indexed items)
 SEARCH_OVERLAP = 3600.0    # search results are indexed late: look back further
+CREDENTIALS = "sources.reddit.client_id / client_secret"
 MAX_ITEMS = 1000           # Reddit serves no more than this of a listing (100 a page)
 
 
@@ -104,11 +105,23 @@ class RedditSource:
         pass
 
     def poll(self, cursor: Cursor | None) -> Iterator[Fetched]:
+        """Each listing in turn, committed with its cursor. A listing that fails (a banned
+        subreddit, a deleted multireddit) does not stop the others: the failures are
+        raised together at the end; refused credentials stop the poll at once."""
         state = dict(cursor or {})
+        failed: list[SourceError] = []
         for key, kind, arg in self.listings:
-            mentions, new, warnings = self._read(key, kind, arg, state.get(key))
+            try:
+                mentions, new, warnings = self._read(key, kind, arg, state.get(key))
+            except SourceError as e:
+                failed.append(e)
+                if e.setting == CREDENTIALS:
+                    break
+                continue
             state[key] = new
             yield Fetched(mentions, dict(state), warnings)
+        if failed:
+            raise combined(failed)
 
     def _items(self, kind: str, arg: str) -> Iterable[Any]:
         if kind.startswith("multi-"):
@@ -149,7 +162,7 @@ class RedditSource:
                 except (Skip, Ignore):
                     continue
         except prawcore.exceptions.PrawcoreException as e:
-            raise _error(e, key) from None
+            raise _error(e, key, self.clock.now()) from None
         if cur and not reached and count >= MAX_ITEMS:
             warnings.append(f"{key}: more than {MAX_ITEMS} new items since the last poll; "
                             "Reddit serves no more, some may be missed (poll more often)")
@@ -173,29 +186,31 @@ def _where(listing: str) -> str:
     return "sources.reddit.multireddits" if "/" in listing else "sources.reddit.subreddits"
 
 
-def _error(e: Exception, listing: str) -> SourceError:
+def _error(e: Exception, listing: str, now: float) -> SourceError:
     exc = prawcore.exceptions
     response = getattr(e, "response", None)
     status = getattr(response, "status_code", None)
     url = str(getattr(response, "url", "") or "")
-    if isinstance(e, exc.TooManyRequests):
+    headers = getattr(response, "headers", None) or {}
+    if isinstance(e, exc.TooManyRequests) or status == 429:
+        wait = e.retry_after if isinstance(e, exc.TooManyRequests) else \
+            headers.get("retry-after")
         return SourceError(f"Reddit answered 429 (too many requests) for {listing}",
-                           retry_after=retry_after_seconds(e.retry_after))
-    if isinstance(e, exc.OAuthException) or (
-            status == 401 or isinstance(e, exc.InvalidToken)) or (
-            status is not None and "access_token" in url):
+                           retry_after=retry_after_seconds(wait, now))
+    if isinstance(e, exc.ServerError) or (status is not None and status >= 500):
+        return SourceError(f"Reddit answered {status} for {listing} (after retries)")
+    if isinstance(e, exc.OAuthException | exc.InvalidToken) or status == 401 or (
+            status == 400 and "access_token" in url):
         return SourceError(
             f"Reddit refused the app's credentials (HTTP {status or 401}): check the "
             "client id and secret of a 'script' app at https://www.reddit.com/prefs/apps",
-            setting="sources.reddit.client_id / client_secret")
+            setting=CREDENTIALS)
     if isinstance(e, exc.Forbidden):
         return SourceError(f"Reddit answered 403 (forbidden) for {listing}: a private, "
                            "quarantined or banned subreddit?", setting=_where(listing))
     if isinstance(e, exc.NotFound | exc.Redirect):
         return SourceError(f"Reddit has no such subreddit or multireddit for {listing}",
                            setting=_where(listing))
-    if isinstance(e, exc.ServerError):
-        return SourceError(f"Reddit answered {status} for {listing} (after retries)")
     if isinstance(e, exc.RequestException):
         cause = e.original_exception
         return SourceError(f"cannot reach Reddit for {listing}: {type(cause).__name__}")

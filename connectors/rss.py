@@ -34,6 +34,7 @@ from monitor.models import Mention
 MAX_FEED_BYTES = 10 << 20   # a bigger "feed" is not read (and reported)
 SEEN_KEEP = 1000            # entry identities remembered per feed
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+TOTAL_TIME = 60.0           # seconds for a whole feed, however slowly its bytes come
 USER_AGENT = "stormwatch/0.1 (+https://github.com/stormwatch; feed reader)"
 
 
@@ -54,6 +55,9 @@ class RssFeed:
         self.spec = spec
         self.clock = clock or SystemClock()
         self.setting = f"sources.rss.{spec.name}"
+        # errors and logs name the feed by its host: a feed's address may carry a key
+        # (Google Alerts' private feed path, ?token=...) that does not belong in them
+        self.where = public_address(spec.url)
         self.name = f"rss:{spec.name}"
         self.interval = spec.interval
         self._own_client = client is None
@@ -78,11 +82,11 @@ class RssFeed:
         if not parsed.version and not parsed.entries:
             # no RSS or Atom in it: an error page or a login wall, even if answered 200
             sent = plain_text(body[:120].decode("utf-8", "replace"))
-            raise SourceError(f"{self.spec.url} is not a readable RSS or Atom feed ("
+            raise SourceError(f"{self.where} is not a readable RSS or Atom feed ("
                               f"{problem or 'no feed in what it sent'}; it begins {sent!r})",
                               setting=f"{self.setting}.url")
         if problem:
-            warnings.append(f"{self.spec.url}: malformed feed, its {len(parsed.entries)} "
+            warnings.append(f"{self.where}: malformed feed, its {len(parsed.entries)} "
                             f"entries used anyway ({problem})")
         seen = list(cursor.get("seen", []))
         known = set(seen)
@@ -101,36 +105,40 @@ class RssFeed:
         yield Fetched(mentions, cursor, warnings)
 
     def _fetch(self, cursor: Cursor) -> tuple[bytes | None, dict[str, str]]:
-        url = self.spec.url
+        url, where = self.spec.url, self.where
         headers = {}
         if cursor.get("etag"):
             headers["If-None-Match"] = cursor["etag"]
         if cursor.get("last-modified"):
             headers["If-Modified-Since"] = cursor["last-modified"]
+        deadline = self.clock.monotonic() + TOTAL_TIME
         try:
             with self.client.stream("GET", url, headers=headers) as r:
                 if r.status_code == 304:
                     return None, {}
                 if r.status_code >= 400:
-                    raise _http_error(url, r, self.setting)
+                    raise _http_error(where, r, self.setting, self.clock.now())
                 chunks, size = [], 0
                 for chunk in r.iter_bytes():
                     size += len(chunk)
                     if size > self.spec.max_bytes:
                         raise SourceError(
-                            f"{url} sent more than {self.spec.max_bytes >> 20} MiB; not read",
+                            f"{where} sent more than {self.spec.max_bytes >> 20} MiB; not read",
                             setting=f"{self.setting}.max_bytes")
+                    if self.clock.monotonic() > deadline:  # a server that drips its bytes
+                        raise SourceError(f"{where} took more than {TOTAL_TIME:.0f} s to send "
+                                          "the feed; given up")
                     chunks.append(chunk)
                 resp_headers = {k.lower(): v for k, v in r.headers.items()}
                 resp_headers["content-location"] = str(r.url)
                 return b"".join(chunks), resp_headers
         except httpx.TimeoutException:
-            raise SourceError(f"{url} timed out") from None
+            raise SourceError(f"{where} timed out") from None
         except httpx.TooManyRedirects:
-            raise SourceError(f"{url} redirects too many times",
+            raise SourceError(f"{where} redirects too many times",
                               setting=f"{self.setting}.url") from None
         except httpx.HTTPError as e:
-            raise SourceError(f"{url}: {type(e).__name__}: {e}") from None
+            raise SourceError(f"{where}: {type(e).__name__}") from None
 
     def _mention(self, entry: Any, key: str) -> Mention:
         when = entry.get("published_parsed") or entry.get("updated_parsed")
@@ -220,11 +228,21 @@ def plain_text(value: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
-def _http_error(url: str, r: httpx.Response, setting: str) -> SourceError:
+def public_address(url: str) -> str:
+    """The scheme and host of an address: what errors and logs may show."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}/…" if parts.path.strip("/") or parts.query \
+        else f"{parts.scheme}://{host}{port}"
+
+
+def _http_error(where: str, r: httpx.Response, setting: str, now: float) -> SourceError:
     code = r.status_code
-    said = f"{url} answered {code} {r.reason_phrase}".rstrip()
+    said = f"{where} answered {code} {r.reason_phrase}".rstrip()
     if code in (429, 503):
-        return SourceError(said, retry_after=retry_after_seconds(r.headers.get("retry-after")))
+        return SourceError(said, retry_after=retry_after_seconds(r.headers.get("retry-after"),
+                                                                 now))
     if code in (401, 403, 404, 410):
         return SourceError(said, setting=f"{setting}.url")
     return SourceError(said)

@@ -217,8 +217,9 @@ def run(
 
     from monitor.setup import setup
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(output.InertFormatter("%(asctime)s %(levelname)-7s %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     for noisy in ("alembic", "apscheduler", "httpx", "httpcore", "prawcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     s = setup(config)

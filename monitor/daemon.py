@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -54,6 +55,7 @@ ACTIVE_MAX = 250        # at most this many are offered for an engagement refres
 BACKOFF_FIRST = 5.0    # seconds before the first retry of a failed source
 BACKOFF_MAX = 900.0
 STOP_GRACE = 5.0       # seconds to commit pages already fetched when stopping
+FUTURE_SKEW = 300.0    # a post dated further ahead than this is counted when it arrives
 
 
 @dataclass
@@ -62,7 +64,7 @@ class _Work:
     fetched: Fetched | None = None
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
-    ok: bool = False
+    result: str = "stopping"   # committed | failed (the database refused it) | stopping
 
 
 def backoff(errors_in_a_row: int, interval: float, retry_after: float | None,
@@ -90,6 +92,7 @@ class Daemon:
         self._engine_factory, self._pipeline_factory = engine_factory, pipeline_factory
         self._queue: queue.Queue[_Work] = queue.Queue()
         self._stopping = threading.Event()
+        self._drained = threading.Event()   # shutdown took what it will take off the queue
         self._scheduler: BackgroundScheduler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sub_thread: threading.Thread | None = None
@@ -99,7 +102,7 @@ class Daemon:
         self._lock = threading.Lock()
         self.engine: Engine = engine_factory()
         self.pipeline: Pipeline = pipeline_factory(self.engine)
-        self._committed_state: dict[str, Any] | None = None
+        self._committed_state: bytes | None = None   # the engine state last committed
         self._active: dict[str, list[str]] = {}   # prefix -> active thread ids (snapshot)
 
     # -- life cycle ------------------------------------------------------------------
@@ -108,7 +111,7 @@ class Daemon:
         saved = self.store.load_state(ENGINE_STATE)
         if saved:
             self.engine.restore(saved)
-            self._committed_state = saved
+            self._committed_state = orjson.dumps(saved)
             self._refresh_active()
         self.states = self.store.load_sources()
         new = []
@@ -195,6 +198,7 @@ class Daemon:
             except queue.Empty:
                 break
             self._ingest(work)
+        self._drained.set()  # from now on a page handed over is not taken: its poll ends
         for src in self.polling:
             try:
                 src.close()
@@ -212,10 +216,11 @@ class Daemon:
             for w in fetched.warnings:
                 log.warning("%s: %s", work.source, w)
             stored = self._commit(work.source, fetched.mentions, fetched, None)
-            work.ok = True
+            work.result = "committed"
             if stored:
                 log.info("%s: %d new mention(s)", work.source, stored)
         except Exception as e:  # noqa: BLE001 - a database fault must not end the daemon
+            work.result = "failed"
             log.error("%s: could not store %s: %s", work.source,
                       "its health" if fetched is None else
                       f"a page of {len(fetched.mentions)} mention(s) (it is fetched again)", e)
@@ -228,6 +233,7 @@ class Daemon:
         On failure nothing changes: the engine goes back to the state last committed."""
         st = replace(self.states[name])
         ctx = RunContext()
+        mentions = self._no_future(name, mentions)
         try:
             with self.store.transaction() as conn:
                 ctx.conn = conn
@@ -243,8 +249,8 @@ class Daemon:
                 else:
                     st.failed(self.clock.now(), error or "")
                 self.store.save_source(conn, st)
-                state = self.engine.state()
-                self.store.save_state(conn, ENGINE_STATE, state, self.engine.now)
+                state = self.store.save_state(conn, ENGINE_STATE, self.engine.state(),
+                                              self.engine.now)
         except BaseException:
             self._reset_engine()
             raise
@@ -258,6 +264,22 @@ class Daemon:
             self.on_event(ev)
         return len(stored)
 
+    def _no_future(self, name: str, mentions: list[Any]) -> list[Any]:
+        """A post dated ahead of the wall clock (an author's clock, a feed's typo) would
+        drag event time into the future and make every real mention late: it counts now,
+        and keeps the time it claimed in ``extra``."""
+        limit = self.clock.now() + FUTURE_SKEW
+        fixed = 0
+        for m in mentions:
+            if m.created_at > limit:
+                m.extra = {**m.extra, "claimed_created_at": m.created_at}
+                m.created_at = self.clock.now()
+                fixed += 1
+        if fixed:
+            log.warning("%s: %d post(s) dated in the future were counted at the time they "
+                        "arrived", name, fixed)
+        return mentions
+
     def advance_clock(self) -> None:
         """Move event time to the wall clock less the lateness allowance."""
         target = self.clock.now() - self.lateness
@@ -269,8 +291,8 @@ class Daemon:
                 ctx.conn = conn
                 ctx.events.extend(self.engine.advance(target))
                 self.pipeline.store_only(ctx, [])
-                state = self.engine.state()
-                self.store.save_state(conn, ENGINE_STATE, state, self.engine.now)
+                state = self.store.save_state(conn, ENGINE_STATE, self.engine.state(),
+                                              self.engine.now)
         except Exception as e:  # noqa: BLE001
             log.error("could not advance the clock: %s", e)
             self._reset_engine()
@@ -281,17 +303,28 @@ class Daemon:
 
     def _reset_engine(self) -> None:
         self.engine = self._engine_factory()
-        if self._committed_state:
-            self.engine.restore(self._committed_state)
+        if self._committed_state:  # a fresh copy: nothing shared with the failed engine
+            self.engine.restore(orjson.loads(self._committed_state))
         self.pipeline = self._pipeline_factory(self.engine)
 
-    def _submit(self, work: _Work) -> bool:
-        """Hand a page to the ingest loop and wait until it is committed (or stopping)."""
+    def _submit(self, work: _Work) -> str:
+        """Hand a page to the ingest loop and wait for it: "committed", "failed" (the
+        database refused it: the caller fetches it again later) or "stopping"."""
+        if self._drained.is_set():
+            return "stopping"
         self._queue.put(work)
         while not work.done.wait(0.2):
-            if self._stopping.is_set() and self._queue.qsize() == 0 and not work.done.is_set():
-                return False
-        return work.ok
+            if self._drained.is_set():
+                return "stopping"
+        return work.result
+
+    def _handed(self, work: _Work) -> bool:
+        """Submit a page; False when stopping; SourceError when it could not be stored."""
+        result = self._submit(work)
+        if result == "failed":
+            raise SourceError("the database could not store what was fetched; "
+                              "it is fetched again")
+        return result == "committed"
 
     # -- polling -----------------------------------------------------------------------
     def _poll(self, src: PollingSource) -> None:
@@ -301,7 +334,7 @@ class Daemon:
             cursor = self._cursors.get(src.name)
         try:
             for fetched in src.poll(cursor):
-                if self._stopping.is_set() or not self._submit(_Work(src.name, fetched)):
+                if self._stopping.is_set() or not self._handed(_Work(src.name, fetched)):
                     return
             self._errors[src.name] = 0
         except SourceError as e:
@@ -338,9 +371,8 @@ class Daemon:
 
     async def _subscribe(self, sub: Subscription) -> None:
         async def emit(fetched: Fetched) -> None:
-            work = _Work(sub.name, fetched)
-            if not await asyncio.to_thread(self._submit, work):
-                raise asyncio.CancelledError
+            if not await asyncio.to_thread(self._handed, _Work(sub.name, fetched)):
+                raise asyncio.CancelledError  # stopping
             self._errors[sub.name] = 0
 
         while not self._stopping.is_set():

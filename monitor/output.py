@@ -8,6 +8,7 @@ terminal, and rich markup is never interpreted in it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import sys
 from collections.abc import Iterator
@@ -34,6 +35,14 @@ def inert(text: str) -> str:
     """Control characters and bidi overrides shown as escapes, never obeyed."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
                         else f"\\u{ord(m.group()):04x}", text)
+
+
+class InertFormatter(logging.Formatter):
+    """Log lines carry text from strangers (feed titles, thread ids, error bodies):
+    control characters and bidi overrides are shown as escapes, never obeyed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return inert(super().format(record))
 
 
 def say(message: str) -> None:

@@ -326,12 +326,15 @@ class Store:
             index_elements=["name"], set_=values))
 
     # -- engine state ----------------------------------------------------------------
-    def save_state(self, conn: Connection, name: str, state: dict[str, Any], at: float) -> None:
+    def save_state(self, conn: Connection, name: str, state: dict[str, Any], at: float,
+                   ) -> bytes:
+        """Write a state snapshot; returns it serialised (a copy nothing else shares)."""
         blob = orjson.dumps(state)
         table = engine_state
         ins = (sqlite.insert(table) if self.dialect == "sqlite" else postgresql.insert(table))
         conn.execute(ins.values(name=name, state=blob, updated_at=at).on_conflict_do_update(
             index_elements=["name"], set_={"state": blob, "updated_at": at}))
+        return blob
 
     def load_state(self, name: str) -> dict[str, Any] | None:
         with self._errors("loading engine state"), self.engine.connect() as conn:

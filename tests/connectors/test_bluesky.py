@@ -268,3 +268,59 @@ def test_engagement_of_active_threads_is_refreshed_25_posts_a_call() -> None:
     mid, metrics = update.updates[7]
     assert mid == threads[7] and metrics == {"likes": 107, "reposts": 1, "replies": 2,
                                              "quotes": 0}
+
+
+def test_a_reconnection_never_moves_the_cursor_backwards() -> None:
+    script = Script(frames=frames())
+    with FakeJetstream(script) as js:
+        sub = JetstreamSubscription(js.url, batch_seconds=0.05)
+        got, _ = collect(sub, {"time_us": T_US + 9000}, 3)
+    assert got and all((f.cursor or {})["time_us"] >= T_US + 9000 for f in got)
+
+
+@respx.mock
+def test_a_post_dated_in_the_future_does_not_blind_the_search() -> None:
+    respx.post(f"{PDS}/xrpc/com.atproto.server.createSession").respond(200, json=session())
+    liar = post_view(1, "acme from the future", "2031-01-01T00:00:00Z")
+    liar["indexedAt"] = "2024-09-09T19:59:00Z"
+    route = respx.get(f"{PDS}/xrpc/app.bsky.feed.searchPosts").respond(
+        200, json={"posts": [liar]})
+    src = searcher()
+    cursor = list(src.poll(None))[-1].cursor
+    before = route.call_count
+    list(src.poll(cursor))
+    assert route.calls[before].request.url.params["since"] == "2024-09-09T19:44:00Z"
+
+
+@respx.mock
+def test_more_posts_than_the_page_limit_is_a_warning() -> None:
+    respx.post(f"{PDS}/xrpc/com.atproto.server.createSession").respond(200, json=session())
+    n = iter(range(10_000))
+
+    def endless(request: httpx.Request) -> httpx.Response:
+        posts = [post_view(next(n), "acme", "2024-09-09T19:59:00Z") for _ in range(100)]
+        return httpx.Response(200, json={"cursor": "more", "posts": posts})
+
+    respx.get(f"{PDS}/xrpc/app.bsky.feed.searchPosts").mock(side_effect=endless)
+    first = list(searcher().poll(None))[0]
+    assert len(first.mentions) == 1000
+    assert first.warnings and "more than 1000 posts" in first.warnings[0]
+
+
+@respx.mock
+def test_one_failing_term_does_not_stop_the_others() -> None:
+    respx.post(f"{PDS}/xrpc/com.atproto.server.createSession").respond(200, json=session())
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.params["q"] == "acme":
+            return httpx.Response(500, json={"error": "InternalServerError"})
+        return httpx.Response(200, json={"posts": [
+            post_view(1, "acme corp again", "2024-09-09T19:59:00Z")]})
+
+    respx.get(f"{PDS}/xrpc/app.bsky.feed.searchPosts").mock(side_effect=answer)
+    pages = []
+    with pytest.raises(SourceError, match="searching posts"):
+        for page in searcher().poll(None):
+            pages.append(page)
+    assert [len(p.mentions) for p in pages] == [1]
+    assert set(pages[0].cursor or {}) == {"search:acme:acme corp"}

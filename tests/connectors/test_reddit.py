@@ -156,3 +156,26 @@ def test_multireddits_are_read_like_subreddits(fake: FakeReddit) -> None:
     with pytest.raises(SourceError) as e:
         poll(source(fake, subreddits=[], multireddits=["nobody/none"], search=False))
     assert e.value.setting == "sources.reddit.multireddits"
+
+
+@pytest.mark.parametrize("status,headers,expect", [
+    (503, {}, "answered 503"), (429, {"Retry-After": "7"}, "429")])
+def test_a_failing_token_endpoint_is_not_called_bad_credentials(
+        fake: FakeReddit, status: int, headers: dict[str, str], expect: str) -> None:
+    fake.state.fail("/api/v1/access_token", status, times=3, headers=headers)
+    with pytest.raises(SourceError, match=expect) as e:
+        poll(source(fake, search=False, subreddits=["acme"]))
+    assert e.value.setting is None and "credentials" not in str(e.value)
+    if status == 429:
+        assert e.value.retry_after == 7
+
+
+def test_one_failing_listing_does_not_stop_the_others(fake: FakeReddit) -> None:
+    fake.state.add(comment("c1", NOW - 50, "acme broke"))
+    pages: list[Fetched] = []
+    with pytest.raises(SourceError, match="no such subreddit or multireddit") as e:
+        for page in source(fake, subreddits=["acme"], multireddits=["gone/list"],
+                           search=False).poll(None):
+            pages.append(page)
+    assert e.value.setting == "sources.reddit.multireddits"
+    assert ids(pages) == ["reddit:t1_c1"]  # the subreddit's listings came through

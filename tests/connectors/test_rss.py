@@ -272,3 +272,35 @@ def test_connection_refused_is_a_source_error() -> None:
         port = s.getsockname()[1]
     with pytest.raises(SourceError, match="ConnectError"):
         poll(feed(url=f"http://127.0.0.1:{port}/feed"))
+
+
+@respx.mock
+def test_errors_name_the_feed_by_its_host_never_its_key() -> None:
+    secret = "https://www.google.com/alerts/feeds/06848184222400917187/1171?token=s3cr3t"
+    respx.get(secret).respond(500)
+    with pytest.raises(SourceError) as e:
+        poll(feed(url=secret))
+    assert "06848184222400917187" not in str(e.value) and "s3cr3t" not in str(e.value)
+    assert str(e.value).startswith("https://www.google.com/… answered 500")
+
+
+class _Drip(httpx.SyncByteStream):
+    """A server that sends a few bytes now and then: each chunk costs 20 s of clock."""
+
+    def __init__(self, clock: FixedClock) -> None:
+        self.clock = clock
+
+    def __iter__(self) -> Iterator[bytes]:
+        for _ in range(100):
+            self.clock.advance(20)
+            yield b"<rss><channel><item><title>acme</title></item>"
+
+
+@respx.mock
+def test_a_feed_that_drips_is_given_up_after_the_total_time() -> None:
+    clock = FixedClock(1_700_000_000.0)
+    respx.get(URL).mock(return_value=httpx.Response(200, stream=_Drip(clock)))
+    f = RssFeed(FeedSpec(name="news", url=URL), clock=clock)
+    with pytest.raises(SourceError, match="took more than 60 s"):
+        poll(f)
+    assert clock.monotonic() - 1_700_000_000.0 <= 100

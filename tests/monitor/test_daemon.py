@@ -15,7 +15,7 @@ import pytest
 
 from connectors.base import Cursor, Fetched, SourceError
 from monitor import app as core
-from monitor.daemon import Daemon, backoff
+from monitor.daemon import Daemon, _Work, backoff
 from monitor.models import Mention
 from monitor.setup import setup
 from monitor.store import Store
@@ -235,3 +235,119 @@ def test_refreshed_engagement_is_stored_and_counted_once(store: Store) -> None:
     topic = d.engine.topics["all"]
     window = next(w for (_, fkey), w in topic.windows.items() if not fkey)
     assert window.n == 1 and window.eng == likes + 1  # each growth counted once
+
+
+def test_a_database_failure_does_not_end_a_subscription(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.bluesky import JetstreamSubscription
+    from tests.fakes.jetstream import FakeJetstream, Script, post
+
+    real = store.save_source
+    failures = [RuntimeError("database is locked")]
+
+    def flaky(conn: Any, st: Any) -> None:
+        if failures and st.name == "bluesky:jetstream" and st.cursor:
+            raise failures.pop()
+        real(conn, st)
+
+    monkeypatch.setattr(store, "save_source", flaky)
+    script = Script(frames=[post(1, "acme is down"), post(2, "acme still down")])
+    with FakeJetstream(script) as js:
+        d = daemon(store)
+        d.subscriptions = [JetstreamSubscription(js.url, batch_seconds=0.05)]
+        t = running(d)
+        until(lambda: store.count_mentions() == 2)
+        d.stop()
+        t.join(10)
+    assert not failures and len(script.cursors) >= 2  # it reconnected after the failure
+    assert d.engine.topics["all"].total == 2
+
+
+def test_a_post_dated_in_the_future_counts_when_it_arrives(store: Store) -> None:
+    from monitor.clock import SystemClock
+
+    now = SystemClock().now()
+    liar = Mention(id="rss:news#1", text="acme recall", created_at=now + 20 * 3600,
+                   source="rss")
+    fresh = Mention(id="rss:news#2", text="acme recall again", created_at=now - 5,
+                    source="rss")
+    d = daemon(store, Scripted("rss:news", [[liar, fresh]]))
+    t = running(d)
+    until(lambda: store.count_mentions() == 2)
+    d.stop()
+    t.join(10)
+    got = {m.id: m for m in store.iter_mentions()}
+    assert abs(got["rss:news#1"].created_at - now) < 60
+    assert got["rss:news#1"].extra["claimed_created_at"] == pytest.approx(now + 20 * 3600)
+    assert d.engine.now <= now + 60  # event time was not dragged 20 hours ahead
+
+
+def test_a_rolled_back_page_leaves_no_trace_in_the_restored_engine(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    pages = [[m(1)], [Mention(id="reddit:t1_99", text="acme again", created_at=T + 2,
+                              source="reddit", thread_id="reddit:t3_x", author="mallory")]]
+    real = store.save_source
+    failures = [RuntimeError("disk full")]
+
+    def flaky(conn: Any, st: Any) -> None:
+        if failures and st.cursor == {"pages": 2}:
+            raise failures.pop()
+        real(conn, st)
+
+    monkeypatch.setattr(store, "save_source", flaky)
+    d = daemon(store, Scripted("reddit", pages))
+    d.start()
+    try:
+        until(lambda: d._queue.qsize() >= 1)
+        d._ingest(d._queue.get())          # page 1: committed
+        until(lambda: d._queue.qsize() >= 1)
+        work = d._queue.get()
+        d._ingest(work)                    # page 2: refused, rolled back
+        assert work.result == "failed"
+        window = next(w for (_, fkey), w in d.engine.topics["all"].windows.items()
+                      if not fkey)
+        assert window.n == 1 and set(window.authors) == {"u1"}  # no mallory
+    finally:
+        d.stop()
+        d.shutdown()
+
+
+def test_a_poll_failing_after_shutdown_ends_instead_of_waiting_forever(store: Store) -> None:
+    release, returned = threading.Event(), threading.Event()
+
+    class FailsLate(Scripted):
+        def poll(self, cursor: Cursor | None) -> Iterator[Fetched]:
+            yield Fetched([m(1)], {"pages": 1})
+            release.wait(30)
+            raise SourceError("https://x.example answered 502")
+
+    d = daemon(store, FailsLate("rss:late", []))
+    poll = d._poll
+
+    def watched(src: Any) -> None:
+        try:
+            poll(src)
+        finally:
+            returned.set()
+
+    d._poll = watched  # type: ignore[method-assign]
+    t = running(d)
+    until(lambda: store.count_mentions() == 1)
+    d.stop()
+    t.join(10)
+    release.set()  # the network answers after the daemon has stopped: the poll fails
+    assert returned.wait(5), "the poller hung handing its failure to a loop that is gone"
+    assert d._submit(_Work("rss:late")) == "stopping"
+
+
+def test_log_lines_show_escapes_instead_of_obeying_them() -> None:
+    import logging
+
+    from monitor.output import InertFormatter
+
+    record = logging.LogRecord("stormwatch", logging.WARNING, __file__, 1,
+                               "ALERT %s: %s", ("reddit:t3_\x1b]0;pwned\x07", "\u202eevil"),
+                               None)
+    line = InertFormatter("%(message)s").format(record)
+    assert "\x1b" not in line and "\x07" not in line and "\u202e" not in line
+    assert "\\x1b]0;pwned\\x07" in line and "\\u202eevil" in line
