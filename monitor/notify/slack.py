@@ -1,0 +1,187 @@
+"""Slack: an alert event as a Block Kit message a person reads in five seconds, sent by
+incoming webhook or by the bot API.
+
+The message, top to bottom: the headline (what, where, how fast) in the severity's
+colour; the numbers (mentions in the window vs expected, negative share, people, reach);
+the top posts, each with its link; the playbook; and why it fired. Everything that came
+from social media travels as ``plain_text`` (Slack formats nothing in it: no mention,
+no link, no bold) after :func:`~monitor.notify.text.one_line`; ``mrkdwn`` carries only
+our own labels, numbers and sanitised links, escaped as Slack asks.
+
+Escalations and resolutions: with the bot token they reply in the first message's
+thread (``thread_ts``); a webhook cannot, so they say what they update in the headline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from connectors.base import retry_after_seconds
+from monitor.models import AlertEvent, iso
+from monitor.notify.result import Result
+from monitor.notify.text import excerpt, one_line, safe_url, slack_escape
+
+COLOURS = {"info": "#439fe0", "warning": "#daa038", "critical": "#d40e0d"}
+RESOLVED_COLOUR = "#2eb67d"
+ICONS = {"info": ":information_source:", "warning": ":warning:", "critical": ":rotating_light:"}
+TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+POST_CHARS = 280
+MAX_POSTS = 3
+API = "https://slack.com/api"
+
+
+def render(ev: AlertEvent, *, threaded: bool = False) -> dict[str, Any]:
+    """The Block Kit payload (``text`` for notifications, ``attachments`` for colour)."""
+    s = ev.signals
+    where = f"topic {ev.topic}" if ev.scope == "topic" else f"a thread in {ev.topic}"
+    verb = {"fired": "", "escalated": "Escalated: ", "resolved": "Resolved: "}[ev.event]
+    if not threaded and ev.event != "fired":
+        verb = verb.rstrip(": ") + f" (update to the {ev.rule} alert on {where}): "
+    headline = one_line(f"{verb}{ev.summary or ev.rule}", 150)
+    # the notification preview: our own words only (a summary may quote a thread id)
+    text = slack_escape(f"{ev.severity.upper()} {ev.event}: {ev.rule} on {where}")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": _plain(f"{_plain_icon(ev)} {headline}", 150)},
+    ]
+    fields = []
+    window = s.get("window", "")
+    if "mentions" in s:
+        line = f"*Mentions ({slack_escape(str(window))})*\n{s['mentions']}"
+        if s.get("expected") is not None:
+            line += f" vs {s['expected']} expected"
+            if s.get("ratio") is not None:
+                line += f" ({s['ratio']}x)"
+        fields.append(_mrkdwn(line))
+    if s.get("negative_share") is not None:
+        fields.append(_mrkdwn(f"*Negative*\n{round(100 * float(s['negative_share']))}%"))
+    if s.get("unique_authors") is not None:
+        fields.append(_mrkdwn(f"*People*\n{s['unique_authors']}"))
+    if s.get("reach"):
+        fields.append(_mrkdwn(f"*Reach*\n{s['reach']:,}"))
+    if fields:
+        blocks.append({"type": "section", "fields": fields[:10]})
+    if ev.event != "resolved":
+        for post in ev.top_posts[:MAX_POSTS]:
+            blocks.extend(_post(post))
+        if ev.playbook:
+            blocks.append({"type": "section", "text": _mrkdwn(
+                "*Playbook*\n" + slack_escape(excerpt(ev.playbook, 2000)))})
+    why = f"Rule {ev.rule}, {ev.scope} {ev.key}, at {iso(ev.at)}" + (
+        f", step {ev.step}" if ev.step else "")
+    blocks.append({"type": "context", "elements": [_plain(why, 300)]})
+    colour = RESOLVED_COLOUR if ev.event == "resolved" else COLOURS.get(ev.severity, "#888888")
+    return {"text": text, "attachments": [{"color": colour, "blocks": blocks}]}
+
+
+def _post(post: dict[str, Any]) -> list[dict[str, Any]]:
+    author = one_line(post.get("author") or "someone", 60)
+    quote = excerpt(post.get("text"), POST_CHARS)
+    block: list[dict[str, Any]] = [
+        {"type": "section", "text": _plain(f"“{quote}” — {author}", 3000, emoji=False)}]
+    details = f"*{slack_escape(one_line(post.get('why'), 40))}*"
+    url = safe_url(post.get("url"))
+    if url:
+        details += f" · <{slack_escape(url)}|open the post>"
+    block.append({"type": "context", "elements": [_mrkdwn(details)]})
+    return block
+
+
+def _plain(text: str, limit: int, *, emoji: bool = True) -> dict[str, Any]:
+    return {"type": "plain_text", "text": one_line(text, limit) or " ", "emoji": emoji}
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
+def _plain_icon(ev: AlertEvent) -> str:
+    return ":white_check_mark:" if ev.event == "resolved" else ICONS.get(ev.severity, "")
+
+
+# --------------------------------------------------------------------------- senders
+
+
+class SlackWebhook:
+    """An incoming webhook: ``POST`` the payload; Slack answers ``ok`` or a plain-text
+    error (``invalid_payload``, ``no_service``, ``channel_is_archived``...)."""
+
+    def __init__(self, url: str, client: httpx.Client | None = None, *,
+                 setting: str = "notify.slack.webhook_url") -> None:
+        self.url, self.setting = url, setting
+        self.client = client or httpx.Client(timeout=TIMEOUT)
+
+    def send(self, payload: dict[str, Any], now: float) -> Result:
+        try:
+            r = self.client.post(self.url, json=payload)
+        except httpx.TimeoutException:
+            return Result.retry("Slack timed out")
+        except httpx.HTTPError as e:
+            return Result.retry(f"cannot reach Slack: {type(e).__name__}")
+        said = r.text.strip()[:100]
+        if r.status_code == 200:
+            return Result.sent(said or "ok")
+        return _http(r, said, now, self.setting)
+
+
+class SlackBot:
+    """The bot token and ``chat.postMessage``: answers are HTTP 200 with ``{"ok": true,
+    "ts"}`` or ``{"ok": false, "error"}``; the ``ts`` threads later updates."""
+
+    def __init__(self, token: str, channel: str, client: httpx.Client | None = None, *,
+                 api: str = API, setting: str = "notify.slack") -> None:
+        self.channel, self.api, self.setting = channel, api.rstrip("/"), setting
+        self._token = token
+        self.client = client or httpx.Client(timeout=TIMEOUT)
+
+    def send(self, payload: dict[str, Any], now: float, thread: str | None = None) -> Result:
+        body = {**payload, "channel": self.channel, "unfurl_links": False,
+                "unfurl_media": False}
+        if thread:
+            body["thread_ts"] = thread
+        try:
+            r = self.client.post(f"{self.api}/chat.postMessage", json=body,
+                                 headers={"Authorization": f"Bearer {self._token}"})
+        except httpx.TimeoutException:
+            return Result.retry("Slack timed out")
+        except httpx.HTTPError as e:
+            return Result.retry(f"cannot reach Slack: {type(e).__name__}")
+        if r.status_code != 200:
+            return _http(r, r.text.strip()[:100], now, self.setting)
+        try:
+            answer = r.json()
+        except ValueError:
+            return Result.retry("Slack answered something that is not JSON")
+        if answer.get("ok"):
+            return Result.sent("ok", ref=str(answer.get("ts") or "") or None)
+        error = str(answer.get("error") or "unknown_error")[:80]
+        if error == "ratelimited":
+            return Result.retry(error, retry_after_seconds(r.headers.get("retry-after"), now))
+        if error in BOT_RETRY:
+            return Result.retry(error)
+        if error in BOT_TOKEN:
+            return Result.permanent(f"Slack refused the bot token: {error}",
+                                    f"{self.setting}.bot_token")
+        if error in BOT_CHANNEL:
+            return Result.permanent(f"Slack cannot post to the channel: {error}",
+                                    f"{self.setting}.channel")
+        return Result.permanent(f"Slack refused the message: {error}", self.setting)
+
+
+BOT_RETRY = {"internal_error", "fatal_error", "service_unavailable", "request_timeout",
+             "team_added_to_org"}
+BOT_TOKEN = {"not_authed", "invalid_auth", "account_inactive", "token_revoked",
+             "token_expired", "no_permission", "missing_scope", "ekm_access_denied"}
+BOT_CHANNEL = {"channel_not_found", "not_in_channel", "is_archived", "restricted_action",
+               "cannot_reply_to_message"}
+
+
+def _http(r: httpx.Response, said: str, now: float, setting: str) -> Result:
+    code = r.status_code
+    if code == 429:
+        return Result.retry(f"Slack answered 429 {said}".strip(),
+                            retry_after_seconds(r.headers.get("retry-after"), now))
+    if code == 408 or code >= 500:
+        return Result.retry(f"Slack answered {code} {said}".strip())
+    return Result.permanent(f"Slack answered {code} {said}".strip(), setting)
