@@ -30,6 +30,7 @@ from monitor.store import ENGINE_STATE, Store, sqlite_url
 
 if TYPE_CHECKING:
     from monitor.daemon import Daemon
+    from monitor.notify.outbox import Outbox
 
 
 
@@ -79,14 +80,32 @@ def source_intervals(s: Setup) -> dict[str, float]:
     return out
 
 
+def build_outbox(s: Setup, store: Store, clock: Clock | None = None,
+                 ) -> tuple[Outbox | None, Callable[[AlertEvent], list[str]] | None]:
+    """The configured channels, the outbox that sends to them, and the route that tells
+    which events go where (both None when nothing is configured)."""
+    from monitor.notify.outbox import Outbox, Route, router
+    from monitor.notify.slack import SlackBot, SlackChannel, SlackWebhook
+
+    slack = s.config.notify.slack
+    if slack is None:
+        return None, None
+    sender = SlackWebhook(slack.webhook_url) if slack.webhook_url else \
+        SlackBot(slack.bot_token or "", slack.channel or "", api=slack.api_url)
+    routes = [Route("slack", slack.min_severity, slack.send_resolved)]
+    return Outbox(store, {"slack": SlackChannel(sender)}, clock), router(routes)
+
+
 def build_daemon(s: Setup, store: Store, clock: Clock | None = None) -> Daemon:
     from connectors.bluesky import BlueskySearch
     from monitor.daemon import Daemon, build_pipeline
 
     polling, subscriptions = build_sources(s, clock)
+    outbox, route = build_outbox(s, store, clock)
     daemon = Daemon(engine_factory=lambda: build_engine(s),
-                    pipeline_factory=build_pipeline(s.matcher, store), store=store,
-                    polling=polling, subscriptions=subscriptions, clock=clock)
+                    pipeline_factory=build_pipeline(s.matcher, store, route, clock),
+                    store=store, polling=polling, subscriptions=subscriptions, clock=clock,
+                    outbox=outbox)
     for src in polling:
         if isinstance(src, BlueskySearch):  # refreshes the engagement of active threads
             src.targets = lambda: daemon.active_threads("bluesky:")

@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -138,6 +138,29 @@ class BlueskySpec(_Strict):
         return v
 
 
+class SlackSpec(_Strict):
+    webhook_url: HttpUrl | None = None     # an incoming webhook, or:
+    bot_token: str | None = None           # a bot token and the channel to post in
+    channel: str | None = None             # (updates then reply in the alert's thread)
+    api_url: HttpUrl = "https://slack.com/api"
+    min_severity: Literal["info", "warning", "critical"] = "warning"
+    send_resolved: bool = True
+
+    @field_validator("channel")
+    @classmethod
+    def _one_way(cls, v: str | None, info: Any) -> str | None:
+        webhook, token = info.data.get("webhook_url"), info.data.get("bot_token")
+        if (token is None) != (v is None):
+            raise ValueError("bot_token and channel go together (both, or neither)")
+        if (webhook is None) == (token is None):
+            raise ValueError("set webhook_url, or bot_token and channel (one of the two)")
+        return v
+
+
+class NotifySpec(_Strict):
+    slack: SlackSpec | None = None
+
+
 class SourcesSpec(_Strict):
     reddit: RedditSpec | None = None
     bluesky: BlueskySpec | None = None
@@ -149,6 +172,7 @@ class ConfigSpec(_Strict):
     rules: list[str] = []
     topics: dict[str, TopicSpec] = {}
     sources: SourcesSpec = SourcesSpec()
+    notify: NotifySpec = NotifySpec()
 
 
 @dataclass(frozen=True)
@@ -157,6 +181,7 @@ class Config:
     rules: tuple[str, ...] = ()
     topics: tuple[Topic, ...] = ()
     sources: SourcesSpec = field(default_factory=SourcesSpec)
+    notify: NotifySpec = field(default_factory=NotifySpec)
     path: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -194,4 +219,4 @@ def load_config(path: str | None) -> Config:
         if rel and not os.path.isabs(rel) and rel != ":memory:":
             database = "sqlite:///" + os.path.join(base, rel)
     return Config(database=database, rules=rules, topics=topics, sources=spec.sources,
-                  path=path)
+                  notify=spec.notify, path=path)

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import queue
-import random
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,9 +38,11 @@ from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from connectors.base import Fetched, PollingSource, SourceError, Subscription
+from monitor.backoff import FIRST, MAX, backoff
 from monitor.clock import Clock, SystemClock
 from monitor.engine import Engine
 from monitor.models import AlertEvent, SourceState
+from monitor.notify.outbox import Outbox
 from monitor.pipeline import Pipeline, RunContext
 from monitor.sentiment import SentimentScorer
 from monitor.store import ENGINE_STATE, Store
@@ -52,9 +53,8 @@ TICK = 15.0            # seconds between wall-clock advances when idle
 LATENESS = 120.0       # event time trails the wall clock by this much (slow sources)
 ACTIVE_WINDOW = 3600.0  # threads with a mention in the last hour are "active"
 ACTIVE_MAX = 250        # at most this many are offered for an engagement refresh
-BACKOFF_FIRST = 5.0    # seconds before the first retry of a failed source
-BACKOFF_MAX = 900.0
 STOP_GRACE = 5.0       # seconds to commit pages already fetched when stopping
+OUTBOX_EVERY = 1.0     # seconds between looks at the outbox
 FUTURE_SKEW = 300.0    # a post dated further ahead than this is counted when it arrives
 
 
@@ -67,14 +67,6 @@ class _Work:
     result: str = "stopping"   # committed | failed (the database refused it) | stopping
 
 
-def backoff(errors_in_a_row: int, interval: float, retry_after: float | None,
-            rnd: Callable[[], float] = random.random, first: float = BACKOFF_FIRST) -> float:
-    """Seconds until the next try: doubling from ``first`` (5 s), capped at the source's
-    interval (and 15 min), never sooner than the service asked, with +-20% jitter."""
-    step = min(first * 2 ** max(0, errors_in_a_row - 1), max(interval, first), BACKOFF_MAX)
-    return max(step * (0.8 + 0.4 * rnd()), retry_after or 0.0)
-
-
 class Daemon:
     def __init__(self, *, engine_factory: Callable[[], Engine], pipeline_factory:
                  Callable[[Engine], Pipeline], store: Store,
@@ -82,13 +74,15 @@ class Daemon:
                  subscriptions: Sequence[Subscription] = (),
                  clock: Clock | None = None, on_event: Callable[[AlertEvent], None] | None =
                  None, tick: float = TICK, lateness: float = LATENESS,
-                 backoff_first: float = BACKOFF_FIRST) -> None:
+                 backoff_first: float = FIRST, outbox: Outbox | None = None) -> None:
         self.store = store
         self.clock = clock or SystemClock()
         self.polling = list(polling)
         self.subscriptions = list(subscriptions)
         self.on_event = on_event or _log_event
         self.tick, self.lateness, self.backoff_first = tick, lateness, backoff_first
+        self.outbox = outbox
+        self._outbox_thread: threading.Thread | None = None
         self._engine_factory, self._pipeline_factory = engine_factory, pipeline_factory
         self._queue: queue.Queue[_Work] = queue.Queue()
         self._stopping = threading.Event()
@@ -136,6 +130,10 @@ class Daemon:
                     next_run_time=now, max_instances=1, coalesce=True,
                     misfire_grace_time=None)
             self._scheduler.start()
+        if self.outbox is not None:
+            self._outbox_thread = threading.Thread(target=self._run_outbox, name="outbox",
+                                                   daemon=True)
+            self._outbox_thread.start()
         if self.subscriptions:
             self._sub_thread = threading.Thread(target=self._run_subscriptions,
                                                 name="subscriptions", daemon=True)
@@ -355,6 +353,17 @@ class Daemon:
                 self._scheduler.modify_job(src.name, next_run_time=self._wall() +
                                            timedelta(seconds=delay))
 
+    # -- delivery ----------------------------------------------------------------------
+    def _run_outbox(self) -> None:
+        """Send due deliveries every second; a database fault is logged and retried."""
+        assert self.outbox is not None
+        while not self._stopping.is_set():
+            try:
+                self.outbox.deliver_due()
+            except Exception as e:  # noqa: BLE001 - the outbox must outlive faults
+                log.error("outbox: %s", e)
+            self._stopping.wait(OUTBOX_EVERY)
+
     # -- subscriptions -----------------------------------------------------------------
     def _run_subscriptions(self) -> None:
         loop = asyncio.new_event_loop()
@@ -389,7 +398,7 @@ class Daemon:
                 log.exception("%s: unexpected error", sub.name)
                 message, retry_after = f"unexpected error: {type(e).__name__}: {e}", None
             n = self._errors[sub.name] = self._errors.get(sub.name, 0) + 1
-            delay = backoff(n, BACKOFF_MAX, retry_after, first=self.backoff_first)
+            delay = backoff(n, MAX, retry_after, first=self.backoff_first)
             log.warning("%s: %s; reconnecting in %.0f s", sub.name, message, delay)
             await asyncio.to_thread(self._submit, _Work(sub.name, error=message))
             try:
@@ -403,7 +412,10 @@ def _log_event(ev: AlertEvent) -> None:
                 ev.key, ev.summary)
 
 
-def build_pipeline(matcher: Any, store: Store) -> Callable[[Engine], Pipeline]:
+def build_pipeline(matcher: Any, store: Store,
+                   route: Callable[[AlertEvent], list[str]] | None = None,
+                   clock: Clock | None = None) -> Callable[[Engine], Pipeline]:
     scorer = SentimentScorer()
-    return lambda engine: Pipeline(matcher, engine, scorer, store, check_store=True)
+    return lambda engine: Pipeline(matcher, engine, scorer, store, check_store=True,
+                                   route=route, clock=clock)
 

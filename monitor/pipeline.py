@@ -18,6 +18,7 @@ from typing import Protocol
 
 from sqlalchemy.engine import Connection
 
+from monitor.clock import Clock
 from monitor.engine import Engine
 from monitor.models import AlertEvent, Mention
 from monitor.sentiment import SentimentScorer, sentiment_text
@@ -115,15 +116,18 @@ class DetectStage:
 
 
 class StoreStage:
-    """Write mentions and alert events in the batch's transaction."""
+    """Write mentions and alert events in the batch's transaction; with a ``route``, the
+    events' deliveries too (the outbox), dated by ``clock``."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, store: Store, route: Callable[[AlertEvent], list[str]] | None = None,
+                 clock: Clock | None = None) -> None:
+        self.store, self.route, self.clock = store, route, clock
 
     def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
         assert ctx.conn is not None, "the store stage needs a transaction"
         self.store.add_mentions(ctx.conn, items)
-        self.store.add_events(ctx.conn, ctx.events)
+        self.store.add_events(ctx.conn, ctx.events, route=self.route,
+                              now=self.clock.now() if self.clock else 0.0)
         return items
 
 
@@ -137,14 +141,16 @@ class Pipeline:
     """
 
     def __init__(self, matcher: TopicMatcher, engine: Engine, scorer: SentimentScorer,
-                 store: Store | None, *, check_store: bool = False) -> None:
+                 store: Store | None, *, check_store: bool = False,
+                 route: Callable[[AlertEvent], list[str]] | None = None,
+                 clock: Clock | None = None) -> None:
         """``check_store``: also drop mentions the store already has, however old (live
         sources re-deliver old posts; a replay into a fresh database need not ask)."""
         known = store.known_ids if check_store and store is not None else None
         self.selecting: tuple[Stage, ...] = (MatchStage(matcher), DedupStage(engine, known))
         self.sentiment = SentimentStage(scorer)
         self.detect = DetectStage(engine)
-        self.store_stage = StoreStage(store) if store is not None else None
+        self.store_stage = StoreStage(store, route, clock) if store is not None else None
 
     def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
         """One batch through every stage; the store stage runs even for events alone."""

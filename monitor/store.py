@@ -10,13 +10,15 @@ by ``Store.open``):
 - ``engine_state``: the detector and alert state, so a restart forgets nothing.
 - ``sources``: each live source's cursor (committed with the mentions it produced) and
   health (last success, last error, lag, mentions today).
+- ``deliveries`` and ``delivery_attempts``: the outbox. A delivery per (alert event,
+  channel), written in the transaction that wrote the event; every attempt and its result.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -105,6 +107,32 @@ sources = sa.Table(
     sa.Column("day", sa.String(10)),  # UTC day that mentions_today counts
     sa.Column("mentions_today", sa.Integer, nullable=False, server_default="0"),
     sa.Column("mentions_total", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+deliveries = sa.Table(
+    "deliveries", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.Integer, sa.ForeignKey("alert_events.id"), nullable=False),
+    sa.Column("alert_id", sa.Integer, sa.ForeignKey("alerts.id"), nullable=False),
+    sa.Column("channel", sa.Text, nullable=False),
+    sa.Column("key", sa.Text, nullable=False, unique=True),  # (alert, event, step, channel)
+    sa.Column("status", sa.String(16), nullable=False),  # pending | sent | failed
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_at", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("sent_at", sa.Float),
+    sa.Column("last_error", sa.Text),
+    sa.Column("ref", sa.Text),  # the service's handle on the message (Slack ts...)
+    sa.Index("ix_deliveries_due", "status", "next_at"),
+)
+
+delivery_attempts = sa.Table(
+    "delivery_attempts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", sa.Integer, sa.ForeignKey("deliveries.id"), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
 )
 
 ENGINE_STATE = "engine"  # the engine_state row of the engine (replay --db and run share it)
@@ -255,8 +283,11 @@ class Store:
             return int(conn.execute(sa.select(sa.func.count()).select_from(mentions)).scalar_one())
 
     # -- alerts ----------------------------------------------------------------------
-    def add_events(self, conn: Connection, events: Sequence[AlertEvent]) -> None:
-        """Record alert events and the alert rows they open, update and close."""
+    def add_events(self, conn: Connection, events: Sequence[AlertEvent], *,
+                   route: Callable[[AlertEvent], Sequence[str]] | None = None,
+                   now: float = 0.0) -> None:
+        """Record alert events and the alert rows they open, update and close; with
+        ``route``, each event's deliveries too (the outbox), in the same transaction."""
         dumps = orjson.dumps
         for ev in events:
             open_id = conn.execute(sa.select(alerts.c.id).where(
@@ -274,10 +305,80 @@ class Store:
             if ev.event == "resolved":
                 values.update(state="resolved", resolved_at=ev.at)
             conn.execute(alerts.update().where(alerts.c.id == open_id).values(**values))
-            conn.execute(alert_events.insert().values(
+            event_id = conn.execute(alert_events.insert().values(
                 alert_id=open_id, event=ev.event, severity=ev.severity, step=ev.step, at=ev.at,
                 summary=ev.summary, playbook=ev.playbook,
-                signals=dumps(ev.signals).decode(), top_posts=dumps(list(ev.top_posts)).decode()))
+                signals=dumps(ev.signals).decode(), top_posts=dumps(list(ev.top_posts)).decode())
+            ).inserted_primary_key[0]
+            for channel in route(ev) if route is not None else ():
+                conn.execute(deliveries.insert().values(
+                    event_id=event_id, alert_id=open_id, channel=channel,
+                    key=f"{open_id}:{ev.event}:{ev.step}:{channel}", status="pending",
+                    attempts=0, next_at=now, created_at=now))
+
+    # -- the outbox ------------------------------------------------------------------
+    def due_deliveries(self, now: float, limit: int) -> list[dict[str, Any]]:
+        """Pending deliveries whose time has come, oldest first, each only when no earlier
+        delivery of the same alert to the same channel is still pending (in order)."""
+        d, d2 = deliveries, deliveries.alias("earlier")
+        earlier = sa.exists().where(d2.c.alert_id == d.c.alert_id,
+                                    d2.c.channel == d.c.channel,
+                                    d2.c.status == "pending", d2.c.id < d.c.id)
+        q = (sa.select(d.c.id, d.c.channel, d.c.attempts, d.c.created_at, d.c.alert_id,
+                       alert_events.c.event, alert_events.c.severity, alert_events.c.step,
+                       alert_events.c.at, alert_events.c.summary, alert_events.c.playbook,
+                       alert_events.c.signals, alert_events.c.top_posts, alerts.c.rule,
+                       alerts.c.scope, alerts.c.key, alerts.c.topic)
+             .join(alert_events, alert_events.c.id == d.c.event_id)
+             .join(alerts, alerts.c.id == d.c.alert_id)
+             .where(d.c.status == "pending", d.c.next_at <= now, ~earlier)
+             .order_by(d.c.id).limit(limit))
+        with self._errors("reading the outbox"), self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(q)]
+        for r in rows:
+            r["signals"] = orjson.loads(r["signals"])
+            r["top_posts"] = orjson.loads(r["top_posts"])
+        return rows
+
+    def thread_ref(self, alert_id: int, channel: str) -> str | None:
+        """The service's handle on the first message sent for this alert on this channel
+        (updates reply in its thread)."""
+        q = (sa.select(deliveries.c.ref).where(
+            deliveries.c.alert_id == alert_id, deliveries.c.channel == channel,
+            deliveries.c.status == "sent", deliveries.c.ref.is_not(None))
+             .order_by(deliveries.c.id).limit(1))
+        with self._errors("reading the outbox"), self.engine.connect() as conn:
+            return conn.execute(q).scalar()
+
+    def record_attempt(self, delivery_id: int, at: float, outcome: str, detail: str, *,
+                       status: str, next_at: float | None = None,
+                       ref: str | None = None) -> None:
+        """One attempt, kept for the audit trail, and the delivery's new state."""
+        values: dict[str, Any] = {"status": status, "attempts": deliveries.c.attempts + 1}
+        if status == "sent":
+            values.update(sent_at=at, ref=ref, last_error=None)
+        else:
+            values["last_error"] = detail
+        if next_at is not None:
+            values["next_at"] = next_at
+        with self.transaction() as conn:
+            conn.execute(delivery_attempts.insert().values(
+                delivery_id=delivery_id, at=at, outcome=outcome, detail=detail[:500]))
+            conn.execute(deliveries.update().where(deliveries.c.id == delivery_id)
+                         .values(**values))
+
+    def list_deliveries(self) -> list[dict[str, Any]]:
+        """Every delivery with its attempts (the audit trail), oldest first."""
+        with self._errors("reading the outbox"), self.engine.connect() as conn:
+            out = [dict(r._mapping) for r in conn.execute(
+                sa.select(deliveries).order_by(deliveries.c.id))]
+            tries: dict[int, list[dict[str, Any]]] = {}
+            for r in conn.execute(sa.select(delivery_attempts)
+                                  .order_by(delivery_attempts.c.id)):
+                tries.setdefault(r.delivery_id, []).append(dict(r._mapping))
+        for d in out:
+            d["tries"] = tries.get(d["id"], [])
+        return out
 
     def list_events(self) -> list[dict[str, Any]]:
         q = (sa.select(alert_events, alerts.c.rule, alerts.c.scope, alerts.c.key, alerts.c.topic)

@@ -185,3 +185,17 @@ def _http(r: httpx.Response, said: str, now: float, setting: str) -> Result:
     if code == 408 or code >= 500:
         return Result.retry(f"Slack answered {code} {said}".strip())
     return Result.permanent(f"Slack answered {code} {said}".strip(), setting)
+
+
+class SlackChannel:
+    """A Slack destination for the outbox: renders, then sends by webhook or bot (which
+    threads escalations and resolutions under the first message)."""
+
+    def __init__(self, sender: SlackWebhook | SlackBot) -> None:
+        self.sender = sender
+
+    def deliver(self, ev: AlertEvent, thread: str | None, now: float) -> Result:
+        if isinstance(self.sender, SlackBot):
+            return self.sender.send(render(ev, threaded=thread is not None), now,
+                                    thread=thread)
+        return self.sender.send(render(ev), now)

@@ -15,7 +15,8 @@ import pytest
 
 from connectors.base import Cursor, Fetched, SourceError
 from monitor import app as core
-from monitor.daemon import Daemon, _Work, backoff
+from monitor.backoff import backoff
+from monitor.daemon import Daemon, _Work
 from monitor.models import Mention
 from monitor.setup import setup
 from monitor.store import Store

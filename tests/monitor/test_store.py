@@ -76,7 +76,7 @@ def test_migrations_run_once_and_again(store: Store) -> None:
 
     from monitor.migrations import config
 
-    assert version == ScriptDirectory.from_config(config()).get_current_head() == "0002"
+    assert version == ScriptDirectory.from_config(config()).get_current_head() == "0003"
 
 
 def test_a_database_of_the_first_release_upgrades_keeping_its_data(tmp_path: str) -> None:
@@ -175,7 +175,8 @@ def test_a_scratch_database_has_the_declared_schema(tmp_path: str) -> None:
             s.add_mentions(conn, mentions(3))
         assert s.count_mentions() == 3
         assert set(sa.inspect(s.engine).get_table_names()) == {
-            "mentions", "alerts", "alert_events", "engine_state", "sources"}
+            "mentions", "alerts", "alert_events", "engine_state", "sources", "deliveries",
+            "delivery_attempts"}
     finally:
         s.close()
 
