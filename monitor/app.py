@@ -100,6 +100,7 @@ def build_daemon(s: Setup, store: Store, clock: Clock | None = None) -> Daemon:
     from connectors.bluesky import BlueskySearch
     from monitor.daemon import Daemon, build_pipeline
 
+    clock = clock or SystemClock()  # one clock for sources, outbox and the daemon
     polling, subscriptions = build_sources(s, clock)
     outbox, route = build_outbox(s, store, clock)
     daemon = Daemon(engine_factory=lambda: build_engine(s),

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from sqlalchemy.engine import Connection
 
-from monitor.clock import Clock
+from monitor.clock import Clock, SystemClock
 from monitor.engine import Engine
 from monitor.models import AlertEvent, Mention
 from monitor.sentiment import SentimentScorer, sentiment_text
@@ -121,13 +121,14 @@ class StoreStage:
 
     def __init__(self, store: Store, route: Callable[[AlertEvent], list[str]] | None = None,
                  clock: Clock | None = None) -> None:
-        self.store, self.route, self.clock = store, route, clock
+        self.store, self.route = store, route
+        self.clock = clock or SystemClock()  # deliveries are due from the wall clock
 
     def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
         assert ctx.conn is not None, "the store stage needs a transaction"
         self.store.add_mentions(ctx.conn, items)
         self.store.add_events(ctx.conn, ctx.events, route=self.route,
-                              now=self.clock.now() if self.clock else 0.0)
+                              now=self.clock.now() if ctx.events and self.route else 0.0)
         return items
 
 

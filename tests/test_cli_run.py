@@ -3,6 +3,7 @@ SIGTERM, and a SIGKILL in the middle of a poll that loses nothing and duplicates
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -41,8 +42,14 @@ def peers() -> Iterator[tuple[FakeReddit, FeedServer]]:
         yield reddit, feeds
 
 
-def config(tmp: Path, reddit: FakeReddit, feeds: FeedServer, db: str) -> Path:
+def config(tmp: Path, reddit: FakeReddit, feeds: FeedServer, db: str, *, rss: bool = True,
+           search: bool = True, extra: str = "") -> Path:
     path = tmp / f"{db}.yaml"
+    feeds_yaml = textwrap.indent(textwrap.dedent(f"""\
+        rss:
+          a: {{url: "{feeds.url}/a.xml", interval: 1h}}
+          b: {{url: "{feeds.url}/b.xml", interval: 1h}}
+        """), "  ") if rss else ""
     path.write_text(textwrap.dedent(f"""\
         database: sqlite:///{tmp / db}.db
         topics:
@@ -53,13 +60,11 @@ def config(tmp: Path, reddit: FakeReddit, feeds: FeedServer, db: str) -> Path:
             client_secret: ${{TEST_REDDIT_SECRET}}
             user_agent: stormwatch-tests/0.1
             subreddits: [acme]
+            search: {str(search).lower()}
             interval: 1h
             oauth_url: {reddit.url}
             reddit_url: {reddit.url}
-          rss:
-            a: {{url: "{feeds.url}/a.xml", interval: 1h}}
-            b: {{url: "{feeds.url}/b.xml", interval: 1h}}
-        """))
+        """) + feeds_yaml + extra)
     return path
 
 
@@ -209,3 +214,33 @@ def test_a_storm_of_faults_is_logged_retried_and_loses_nothing(
     assert health["rss:big"].errors_in_a_row >= 1 and health["rss:big"].last_success is None
     assert health["reddit"].errors_in_a_row == 0 and health["reddit"].last_error
     assert len(script.cursors) >= 2  # it reconnected
+
+
+def test_a_thread_taking_off_reaches_slack_through_the_outbox(
+        tmp_path: Path, peers: tuple[FakeReddit, FeedServer]) -> None:
+    """Thirty angry comments in one thread on Reddit: the daemon fires the shipped rule
+    and the alert reaches a (local) Slack webhook once, after Slack's first 500."""
+    from tests.fakes.slack import FakeSlack
+
+    reddit, _ = peers
+    now = time.time()
+    # ten to twenty minutes ago: event time is already past them when the clock ticks
+    reddit.state.add(*(comment(f"x{i:02d}", now - 1200 + 20 * i,
+                               "acme lost my refund again, this is terrible and I am furious",
+                               link="t3_angry", author=f"angry{i}") for i in range(30)))
+    with FakeSlack() as slack:
+        slack.failures.append((500, "rollup_error"))
+        cfg = config(tmp_path, reddit, peers[1], "slack", rss=False, search=False,
+                     extra=f"notify:\n  slack:\n    webhook_url: {slack.url}\n")
+        proc = start(cfg)
+        try:
+            until(lambda: any("negative-thread-taking-off" in m["text"]
+                              for m in slack.messages), timeout=90)
+        finally:
+            code, err, _ = stop(proc)
+        fired = [m for m in slack.messages if "fired" in m["text"]]
+    assert code == 0, err
+    assert len(fired) == 1 and "rollup_error" in err  # retried after the 500, sent once
+    blocks = fired[0]["attachments"][0]["blocks"]
+    assert "Negative thread taking off" in blocks[0]["text"]["text"]
+    assert any("acme lost my refund" in json.dumps(b) for b in blocks)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes.server import LocalServer, QuietServer
 
 
 def rss(title: str, items: list[tuple[str, str, str]]) -> bytes:
@@ -67,11 +69,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client killed mid-request (the point of some tests)
+class _Server(QuietServer):
     feeds: dict[str, bytes]
     faults: dict[str, list[tuple[int, bytes]]]
     stall: set[str]
@@ -81,25 +79,20 @@ class _Server(ThreadingHTTPServer):
     release: threading.Event
 
 
-class FeedServer:
+class FeedServer(LocalServer):
     """``with FeedServer() as fs: fs.feeds["/a.xml"] = rss(...); fs.url + "/a.xml"``."""
 
-    def __init__(self) -> None:
-        self.server = _Server(("127.0.0.1", 0), _Handler)
-        self.server.feeds, self.server.stall, self.server.hits = {}, set(), []
-        self.server.faults = self.faults = {}
-        self.server.lock = threading.Lock()
-        self.server.stalled, self.server.release = threading.Event(), threading.Event()
-        self.feeds, self.stall = self.server.feeds, self.server.stall
-        self.stalled, self.release = self.server.stalled, self.server.release
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+    server_class = _Server
 
-    def __enter__(self) -> FeedServer:
-        self._thread.start()
-        return self
+    def __init__(self) -> None:
+        super().__init__(_Handler)
+        srv: _Server = self.server  # type: ignore[assignment]
+        srv.feeds, srv.stall, srv.hits, srv.faults = {}, set(), [], {}
+        srv.lock = threading.Lock()
+        srv.stalled, srv.release = threading.Event(), threading.Event()
+        self.feeds, self.stall, self.faults = srv.feeds, srv.stall, srv.faults
+        self.stalled, self.release = srv.stalled, srv.release
 
     def __exit__(self, *exc: object) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().__exit__(*exc)

@@ -24,9 +24,11 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.server import LocalServer, QuietServer
 
 CLIENT_ID, CLIENT_SECRET, TOKEN = "cid-123", "secret-456", "token-789"
 
@@ -174,27 +176,15 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = _handle
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client killed mid-request (the point of some tests)
+class _Server(QuietServer):
     state: RedditState
 
 
-class FakeReddit:
+class FakeReddit(LocalServer):
     """``with FakeReddit() as reddit:`` -> ``reddit.url``, ``reddit.state``."""
 
+    server_class = _Server
+
     def __init__(self) -> None:
-        self.server = _Server(("127.0.0.1", 0), _Handler)
-        self.server.state = self.state = RedditState()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeReddit:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(_Handler)
+        self.server.state = self.state = RedditState()  # type: ignore[attr-defined]

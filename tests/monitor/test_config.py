@@ -76,3 +76,23 @@ def test_bad_sources_say_file_line_and_what_to_do(
     with pytest.raises(ConfigError, match=message) as e:
         load_config(path)
     assert e.value.path == path and e.value.line == line, str(e.value)
+
+
+@pytest.mark.parametrize("slack,message", [
+    ("webhook_url: https://hooks.slack.com/services/T/B/X", None),
+    ("bot_token: xoxb-1\n    channel: C024BE91L", None),
+    ("bot_token: xoxb-1", "bot_token and channel go together"),
+    ("min_severity: warning", "set webhook_url, or bot_token and channel"),
+    ("webhook_url: https://hooks.slack.com/x\n    bot_token: b\n    channel: c",
+     "set webhook_url, or bot_token and channel"),
+    ("webhook_url: https://hooks.slack.com/x\n    min_severity: loud", "'info', 'warning'"),
+])
+def test_slack_is_a_webhook_or_a_bot_token_and_channel(
+        write: Callable[[str, str], str], slack: str, message: str | None) -> None:
+    path = write("sw.yaml", f"notify:\n  slack:\n    {slack}\n")
+    if message is None:
+        assert load_config(path).notify.slack is not None
+        return
+    with pytest.raises(ConfigError, match=message) as e:
+        load_config(path)
+    assert e.value.path == path and e.value.line is not None
