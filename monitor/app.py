@@ -86,14 +86,24 @@ def build_outbox(s: Setup, store: Store, clock: Clock | None = None,
     which events go where (both None when nothing is configured)."""
     from monitor.notify.outbox import Outbox, Route, router
     from monitor.notify.slack import SlackBot, SlackChannel, SlackWebhook
+    from monitor.notify.webhook import Webhook
 
-    slack = s.config.notify.slack
-    if slack is None:
+    notify = s.config.notify
+    channels: dict[str, Any] = {}
+    routes = []
+    if notify.slack is not None:
+        slack = notify.slack
+        sender = SlackWebhook(slack.webhook_url) if slack.webhook_url else \
+            SlackBot(slack.bot_token or "", slack.channel or "", api=slack.api_url)
+        channels["slack"] = SlackChannel(sender)
+        routes.append(Route("slack", slack.min_severity, slack.send_resolved))
+    if notify.webhook is not None:
+        hook = notify.webhook
+        channels["webhook"] = Webhook(hook.url, hook.secret)
+        routes.append(Route("webhook", hook.min_severity, hook.send_resolved))
+    if not channels:
         return None, None
-    sender = SlackWebhook(slack.webhook_url) if slack.webhook_url else \
-        SlackBot(slack.bot_token or "", slack.channel or "", api=slack.api_url)
-    routes = [Route("slack", slack.min_severity, slack.send_resolved)]
-    return Outbox(store, {"slack": SlackChannel(sender)}, clock), router(routes)
+    return Outbox(store, channels, clock), router(routes)
 
 
 def build_daemon(s: Setup, store: Store, clock: Clock | None = None) -> Daemon:

@@ -157,8 +157,16 @@ class SlackSpec(_Strict):
         return v
 
 
+class WebhookSpec(_Strict):
+    url: HttpUrl
+    secret: str | None = None              # signs each body: X-Stormwatch-Signature
+    min_severity: Literal["info", "warning", "critical"] = "warning"
+    send_resolved: bool = True
+
+
 class NotifySpec(_Strict):
     slack: SlackSpec | None = None
+    webhook: WebhookSpec | None = None
 
 
 class SourcesSpec(_Strict):

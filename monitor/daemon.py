@@ -83,6 +83,7 @@ class Daemon:
         self.tick, self.lateness, self.backoff_first = tick, lateness, backoff_first
         self.outbox = outbox
         self._outbox_thread: threading.Thread | None = None
+        self._outbox_wake = threading.Event()  # set when a commit wrote alert events
         self._engine_factory, self._pipeline_factory = engine_factory, pipeline_factory
         self._queue: queue.Queue[_Work] = queue.Queue()
         self._stopping = threading.Event()
@@ -157,6 +158,7 @@ class Daemon:
     def stop(self) -> None:
         """Ask the daemon to stop (safe from a signal handler)."""
         self._stopping.set()
+        self._outbox_wake.set()
 
     def run(self) -> None:
         """Start, then ingest until ``stop()``; commits what was fetched before returning."""
@@ -260,6 +262,8 @@ class Daemon:
             self._cursors[name] = st.cursor
         for ev in ctx.events:
             self.on_event(ev)
+        if ctx.events:
+            self._outbox_wake.set()
         return len(stored)
 
     def _no_future(self, name: str, mentions: list[Any]) -> list[Any]:
@@ -298,6 +302,8 @@ class Daemon:
         self._committed_state = state
         for ev in ctx.events:
             self.on_event(ev)
+        if ctx.events:
+            self._outbox_wake.set()
 
     def _reset_engine(self) -> None:
         self.engine = self._engine_factory()
@@ -358,11 +364,12 @@ class Daemon:
         """Send due deliveries every second; a database fault is logged and retried."""
         assert self.outbox is not None
         while not self._stopping.is_set():
+            self._outbox_wake.clear()
             try:
                 self.outbox.deliver_due()
             except Exception as e:  # noqa: BLE001 - the outbox must outlive faults
                 log.error("outbox: %s", e)
-            self._stopping.wait(OUTBOX_EVERY)
+            self._outbox_wake.wait(OUTBOX_EVERY)  # at once when an alert was just stored
 
     # -- subscriptions -----------------------------------------------------------------
     def _run_subscriptions(self) -> None:

@@ -324,7 +324,7 @@ class Store:
         earlier = sa.exists().where(d2.c.alert_id == d.c.alert_id,
                                     d2.c.channel == d.c.channel,
                                     d2.c.status == "pending", d2.c.id < d.c.id)
-        q = (sa.select(d.c.id, d.c.channel, d.c.attempts, d.c.created_at, d.c.alert_id,
+        q = (sa.select(d.c.id, d.c.channel, d.c.key, d.c.attempts, d.c.created_at, d.c.alert_id,
                        alert_events.c.event, alert_events.c.severity, alert_events.c.step,
                        alert_events.c.at, alert_events.c.summary, alert_events.c.playbook,
                        alert_events.c.signals, alert_events.c.top_posts, alerts.c.rule,

@@ -32,9 +32,10 @@ GIVE_UP = 86400.0
 
 
 class Channel(Protocol):
-    """Renders and sends one event; ``thread`` is the first message's ref, if any."""
+    """Renders and sends one event; ``thread`` is the first message's ref, if any;
+    ``key`` the delivery's idempotency key (alert, event, step, channel)."""
 
-    def deliver(self, ev: AlertEvent, thread: str | None, now: float) -> Result: ...
+    def deliver(self, ev: AlertEvent, thread: str | None, now: float, key: str) -> Result: ...
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class Outbox:
             thread = self.store.thread_ref(row["alert_id"], row["channel"]) \
                 if ev.event != "fired" else None
             try:
-                result = channel.deliver(ev, thread, now)
+                result = channel.deliver(ev, thread, now, row["key"])
             except Exception as e:  # noqa: BLE001 - a notifier bug must not stop the outbox
                 log.exception("%s: delivering failed unexpectedly", row["channel"])
                 result = Result.retry(f"unexpected error: {type(e).__name__}")

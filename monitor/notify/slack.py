@@ -194,7 +194,7 @@ class SlackChannel:
     def __init__(self, sender: SlackWebhook | SlackBot) -> None:
         self.sender = sender
 
-    def deliver(self, ev: AlertEvent, thread: str | None, now: float) -> Result:
+    def deliver(self, ev: AlertEvent, thread: str | None, now: float, key: str) -> Result:
         if isinstance(self.sender, SlackBot):
             return self.sender.send(render(ev, threaded=thread is not None), now,
                                     thread=thread)
