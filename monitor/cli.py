@@ -253,10 +253,11 @@ def run(
 @app.command()
 @friendly
 def status(config: ConfigOpt = None, db: DbOpt = None) -> None:
-    """Each source's health and the open alerts.
+    """Each source's health, the deliveries, and the open alerts.
 
     Per source: state (ok, retrying, failing, stale: no success for three intervals), last
     success, last error, lag (newest mention to its fetch), mentions today and in all.
+    Deliveries: sent, pending and failed, with the latest failure.
 
     Example:
 
@@ -272,10 +273,11 @@ def status(config: ConfigOpt = None, db: DbOpt = None) -> None:
     try:
         states = store.load_sources()
         alerts = store.open_alerts()
+        outbox = store.outbox_summary()
     finally:
         store.close()
     intervals = core.source_intervals(s)
-    output.status_report(states, intervals, alerts, SystemClock().now())
+    output.status_report(states, intervals, alerts, SystemClock().now(), outbox)
 
 
 @app.command()

@@ -179,8 +179,9 @@ def _ago(ts: float | None, now: float) -> str:
 
 
 def status_report(states: dict[str, SourceState], intervals: dict[str, float],
-                  alerts: list[dict[str, Any]], now: float) -> None:
-    """``stormwatch status``: sources and open alerts, on standard output."""
+                  alerts: list[dict[str, Any]], now: float,
+                  outbox: dict[str, Any] | None = None) -> None:
+    """``stormwatch status``: sources, deliveries and open alerts, on standard output."""
     out = Console(highlight=False, soft_wrap=False)
     if not out.is_terminal:  # piped or redirected: wide rows, not folded ones
         out = Console(highlight=False, soft_wrap=False, width=200)
@@ -210,6 +211,12 @@ def status_report(states: dict[str, SourceState], intervals: dict[str, float],
                       f"{st.mentions_today:,}" if st.day == iso(now)[:10] else "0",
                       f"{st.mentions_total:,}")
     out.print(table if names else Text("no sources yet"))
+    if outbox and any(outbox[k] for k in ("pending", "sent", "failed")):
+        line = (f"deliveries: {outbox['sent']:,} sent, {outbox['pending']:,} pending, "
+                f"{outbox['failed']:,} failed")
+        if outbox["last_failure"]:
+            line += f" (last failure: {outbox['last_failure']})"
+        out.print(Text(inert(line[:300]), style="red" if outbox["failed"] else ""))
     if not alerts:
         out.print("no open alerts")
         return

@@ -367,6 +367,18 @@ class Store:
             conn.execute(deliveries.update().where(deliveries.c.id == delivery_id)
                          .values(**values))
 
+    def outbox_summary(self) -> dict[str, Any]:
+        """Deliveries by status, and the latest failure (for ``status``)."""
+        with self._errors("reading the outbox"), self.engine.connect() as conn:
+            counts = dict(conn.execute(sa.select(deliveries.c.status, sa.func.count())
+                                       .group_by(deliveries.c.status)).all())
+            failed = conn.execute(sa.select(deliveries.c.channel, deliveries.c.last_error)
+                                  .where(deliveries.c.status == "failed")
+                                  .order_by(deliveries.c.id.desc()).limit(1)).first()
+        return {"pending": counts.get("pending", 0), "sent": counts.get("sent", 0),
+                "failed": counts.get("failed", 0),
+                "last_failure": f"{failed[0]}: {failed[1]}" if failed else None}
+
     def list_deliveries(self) -> list[dict[str, Any]]:
         """Every delivery with its attempts (the audit trail), oldest first."""
         with self._errors("reading the outbox"), self.engine.connect() as conn:

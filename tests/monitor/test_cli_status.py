@@ -39,13 +39,19 @@ def test_status_shows_health_and_open_alerts_as_inert_text(tmp_path: Path) -> No
         store.add_events(conn, [AlertEvent(
             event="fired", rule="negative-thread-taking-off", severity="warning",
             scope="thread", key=hostile_key, topic="acme", at=NOW_ISH - 120,
-            signals={"mentions": 30}, summary="Negative thread \u202etaking off")])
+            signals={"mentions": 30}, summary="Negative thread \u202etaking off")],
+            route=lambda ev: ["slack"], now=NOW_ISH - 100)
+    [d] = store.list_deliveries()
+    store.record_attempt(d["id"], NOW_ISH - 90, "failed", "Slack answered 404 no_service",
+                         status="failed")
     store.close()
     r = runner.invoke(app, ["status", "--config", str(cfg)])
     assert r.exit_code == 0, r.output
     out = r.stdout
     assert "rss:news" in out and "ok" in out and "rss:quiet" in out and "failing" in out
     assert "negative-thread-taking-off" in out and "open alerts" in out
+    assert "deliveries: 0 sent, 0 pending, 1 failed (last failure: slack: Slack answered 404" \
+        in out
     assert "\x1b" not in out and "\u202e" not in out  # escapes shown, never obeyed
     assert "\\x1b" in out and "[red]x[/red]" in out  # markup printed as text
 
