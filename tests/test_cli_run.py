@@ -68,10 +68,26 @@ def config(tmp: Path, reddit: FakeReddit, feeds: FeedServer, db: str, *, rss: bo
     return path
 
 
+STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def no_daemon_left_behind() -> Iterator[None]:
+    """A failed test must not leave its daemon running."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+
+
 def start(cfg: Path) -> subprocess.Popen[str]:
     env = dict(os.environ, TEST_REDDIT_SECRET=CLIENT_SECRET)
-    return subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(cfg)],
+    proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    STARTED.append(proc)
+    return proc
 
 
 def until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
