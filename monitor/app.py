@@ -97,6 +97,14 @@ def build_outbox(s: Setup, store: Store, clock: Clock | None = None,
             SlackBot(slack.bot_token or "", slack.channel or "", api=slack.api_url)
         channels["slack"] = SlackChannel(sender)
         routes.append(Route("slack", slack.min_severity, slack.send_resolved))
+    if notify.email is not None:
+        from monitor.notify.email import EmailChannel
+
+        mail = notify.email
+        channels["email"] = EmailChannel(host=mail.host, port=mail.port, sender=mail.sender,
+                                         to=mail.to, security=mail.security,
+                                         username=mail.username, password=mail.password)
+        routes.append(Route("email", mail.min_severity, mail.send_resolved))
     if notify.webhook is not None:
         hook = notify.webhook
         channels["webhook"] = Webhook(hook.url, hook.secret)

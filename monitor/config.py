@@ -164,8 +164,31 @@ class WebhookSpec(_Strict):
     send_resolved: bool = True
 
 
+class EmailSpec(_Strict):
+    host: str
+    port: int = 587
+    security: Literal["starttls", "tls", "none"] = "starttls"  # tls: implicit, port 465
+    username: str | None = None
+    password: str | None = None
+    sender: str                            # the From address
+    to: list[str]
+    min_severity: Literal["info", "warning", "critical"] = "warning"
+    send_resolved: bool = True
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("expected at least one address")
+        for a in v:
+            if "@" not in a or any(c in a for c in "\r\n,;<> "):
+                raise ValueError(f"not an email address: {a!r}")
+        return v
+
+
 class NotifySpec(_Strict):
     slack: SlackSpec | None = None
+    email: EmailSpec | None = None
     webhook: WebhookSpec | None = None
 
 

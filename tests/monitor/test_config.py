@@ -96,3 +96,14 @@ def test_slack_is_a_webhook_or_a_bot_token_and_channel(
     with pytest.raises(ConfigError, match=message) as e:
         load_config(path)
     assert e.value.path == path and e.value.line is not None
+
+
+def test_email_needs_addresses_that_cannot_inject_headers(
+        write: Callable[[str, str], str]) -> None:
+    good = ("notify:\n  email:\n    host: smtp.example.com\n    sender: sw@acme.example\n"
+            "    to: [care@acme.example]\n")
+    assert load_config(write("ok.yaml", good)).notify.email is not None
+    bad = good.replace("[care@acme.example]", '["care@acme.example\\r\\nBcc: x@evil"]')
+    with pytest.raises(ConfigError, match="not an email address") as e:
+        load_config(write("bad.yaml", bad))
+    assert e.value.line == 5
