@@ -47,7 +47,7 @@ def authenticate(server: Any, session: Any, envelope: Any, mechanism: str,
                  auth_data: Any) -> AuthResult:
     ok = isinstance(auth_data, LoginPassword) and auth_data.login == b"alerts" and \
         auth_data.password == b"s3cret"
-    return AuthResult(success=ok)
+    return AuthResult(success=ok, handled=False)  # not handled: the server answers 535
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +148,14 @@ def test_smtp_answers(smtp: tuple[Inbox, int], tls: tuple[ssl.SSLContext, ssl.SS
         inbox.rcpt_answer = answer
     got = channel(port, tls[1]).deliver(ev(), None, T, "k")
     assert (got.outcome, got.setting) == (outcome, setting)
+
+
+def test_bad_credentials_are_permanent_and_never_shown(
+        smtp: tuple[Inbox, int], tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+    _, port = smtp
+    bad = channel(port, tls[1], password="wrong").deliver(ev(), None, T, "k")
+    assert bad.outcome == "permanent" and "535" in bad.detail
+    assert bad.setting == "notify.email.username / password" and "wrong" not in bad.detail
 
 
 def test_a_dead_server_is_retried(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
