@@ -43,17 +43,13 @@ class RollingWindow:
     def add(self, ts: float, author: str, compound: float, eng: int, reach: int) -> bool:
         start = int(ts) // BUCKET * BUCKET
         recent = self.recent
-        if recent and recent[-1][0] == start:
+        if recent and recent[-1][0] == start:  # the common case, kept inline
             bucket = recent[-1]
-        elif not recent or recent[-1][0] < start:
-            if start < self.end - self.span:
-                return self._add_previous(start)
-            bucket = [start, 0, 0, 0.0, 0, 0, {}]
-            recent.append(bucket)
         else:
-            bucket = self._late_bucket(start)
-            if bucket is None:
+            found = self._bucket(start)
+            if found is None:
                 return self._add_previous(start)
+            bucket = found
         bucket[1] += 1
         self.n += 1
         if compound <= -0.05:
@@ -74,23 +70,26 @@ class RollingWindow:
     def add_engagement(self, ts: float, delta: int) -> bool:
         """Engagement that grew on posts already counted (likes, reposts... refreshed):
         it goes into the minute it was seen, without a mention."""
-        start = int(ts) // BUCKET * BUCKET
-        recent = self.recent
-        if recent and recent[-1][0] == start:
-            bucket = recent[-1]
-        elif not recent or recent[-1][0] < start:
-            if start < self.end - self.span:
-                return False
-            bucket = [start, 0, 0, 0.0, 0, 0, {}]
-            recent.append(bucket)
-        else:
-            found = self._late_bucket(start)
-            if found is None:
-                return False
-            bucket = found
+        bucket = self._bucket(int(ts) // BUCKET * BUCKET)
+        if bucket is None:
+            return False
         bucket[4] += delta
         self.eng += delta
         return True
+
+    def _bucket(self, start: int) -> list[Any] | None:
+        """The minute bucket starting at ``start``, made if need be; None when that
+        minute is older than the window."""
+        recent = self.recent
+        if recent and recent[-1][0] == start:
+            return recent[-1]
+        if not recent or recent[-1][0] < start:
+            if start < self.end - self.span:
+                return None
+            bucket = [start, 0, 0, 0.0, 0, 0, {}]
+            recent.append(bucket)
+            return bucket
+        return self._late_bucket(start)
 
     def _late_bucket(self, start: int) -> list[Any] | None:
         recent = self.recent
