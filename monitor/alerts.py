@@ -11,6 +11,11 @@ event that the transition causes, if any:
 - a scope that fires again within ``realert`` of its last page, at a step no higher
   than the one last notified, fires *quietly*: no new ``fired`` event (a flapping
   thread does not page twice); anything worse still pages, and then its resolution.
+
+Between minute boundaries the engine may ask again, ``prompt=True``, when a scope has
+grown: then only the transitions that make things worse happen (fire, once ``for`` has
+elapsed, and escalate). Going pending, staying quiet and resolving wait for the
+minute's end, so a prompt look never hides what the minute as a whole shows.
 """
 
 from __future__ import annotations
@@ -45,16 +50,24 @@ class AlertBook:
         self.open: dict[tuple[str, str], AlertState] = {}
         self.last_fired: dict[tuple[str, str], tuple[float, int]] = {}  # (at, step notified)
 
+    def can_rise(self, rule: Rule, key: str) -> bool:
+        """Could a prompt look change anything: not yet firing, or below the top step."""
+        st = self.open.get((rule.name, key))
+        return st is None or st.state == PENDING or st.step < len(rule.steps)
+
     def active_keys(self, scope: str) -> set[str]:
         return {k for (_, k), st in self.open.items() if st.scope == scope}
 
     def evaluate(self, rule: Rule, key: str, topic: str, at: float, signals: dict[str, Any],
-                 evidence: Callable[[float], list[dict[str, Any]]]) -> AlertEvent | None:
+                 evidence: Callable[[float], list[dict[str, Any]]], *, prompt: bool = False
+                 ) -> AlertEvent | None:
         ident = (rule.name, key)
         st = self.open.get(ident)
         if rule.holds(signals):
             if st is None:
                 if rule.for_ > 0:
+                    if prompt:
+                        return None
                     self.open[ident] = AlertState(PENDING, at, at, topic=topic, scope=rule.scope)
                     return None
                 return self._fire(rule, ident, topic, at, signals, evidence)
@@ -69,7 +82,7 @@ class AlertBook:
                 self.last_fired[ident] = (self.last_fired.get(ident, (at, 0))[0], step)
                 return self._event("escalated", rule, key, st, at, signals, evidence)
             return None
-        if st is None:
+        if st is None or prompt:
             return None
         if st.state == PENDING:
             del self.open[ident]
@@ -105,6 +118,17 @@ class AlertBook:
             topic=st.topic, at=at, signals=shown, summary=render(ann.summary, values),
             playbook=ann.playbook, step=st.step,
             top_posts=tuple(evidence(at - rule.window)) if evidence else ())
+
+    def close_by_hand(self, firing: set[tuple[str, str]]) -> int:
+        """Forget the alerts that a person closed (``stormwatch alerts resolve``): those
+        that fired aloud here but are not in ``firing`` (the database's open alerts). Their
+        realert memory stays, so if the trouble goes on they come back quietly, and page
+        again only when it gets worse."""
+        gone = [ident for ident, st in self.open.items()
+                if st.state == FIRING and not st.quiet and ident not in firing]
+        for ident in gone:
+            del self.open[ident]
+        return len(gone)
 
     def forget(self, older_than: float, horizon: dict[str, int]) -> None:
         """Drop realert memory past every rule's realert horizon."""

@@ -21,6 +21,7 @@ from connectors.dump import SkipReport
 from monitor.clock import Clock, SystemClock
 from monitor.config import BATCH_SIZE, BATCH_WAIT, DEFAULT_BASELINE_BIN, DEFAULT_BASELINE_WARMUP
 from monitor.engine import Engine
+from monitor.errors import UsageError
 from monitor.inputs import DumpInputs
 from monitor.models import AlertEvent, Mention
 from monitor.pipeline import Pipeline, RunContext
@@ -31,7 +32,9 @@ from monitor.store import ENGINE_STATE, Store, sqlite_url
 if TYPE_CHECKING:
     from monitor.daemon import Daemon
     from monitor.notify.outbox import Outbox
+    from monitor.notify.plan import Planner
 
+NOTIFY_WAIT = 60.0  # seconds a `replay --notify` goes on sending after the replay
 
 
 def build_sources(s: Setup, clock: Clock | None = None) -> tuple[list[Any], list[Any]]:
@@ -80,38 +83,58 @@ def source_intervals(s: Setup) -> dict[str, float]:
     return out
 
 
-def build_outbox(s: Setup, store: Store, clock: Clock | None = None,
-                 ) -> tuple[Outbox | None, Callable[[AlertEvent], list[str]] | None]:
-    """The configured channels, the outbox that sends to them, and the route that tells
-    which events go where (both None when nothing is configured)."""
-    from monitor.notify.outbox import Outbox, Route, router
+def build_notify(s: Setup, store: Store, clock: Clock | None = None,
+                 ) -> tuple[Outbox | None, Planner | None]:
+    """The configured channels and the outbox that sends to them, and the planner that
+    turns alert events into messages by the routes (both None without channels)."""
+    from monitor.notify.outbox import Outbox
+    from monitor.notify.plan import Planner
+    from monitor.notify.routes import WEEKDAYS, Route, Routing, TimeInterval
+
+    notify = s.config.notify
+    if not notify.channels:
+        return None, None
+    channels = {name: build_channel(name, spec) for name, spec in notify.channels.items()}
+    intervals = {
+        name: tuple(TimeInterval(frozenset(WEEKDAYS.index(d) for d in i.weekdays),
+                                 tuple(_minutes(t) for t in i.times), i.timezone)
+                    for i in spec)
+        for name, spec in notify.time_intervals.items()}
+    routes = [Route(name=r.name, to=tuple(r.to), min_severity=r.min_severity,
+                    topics=frozenset(r.topics), rules=frozenset(r.rules), scope=r.scope,
+                    send_resolved=r.send_resolved,
+                    active=tuple(i for name in r.active for i in intervals[name]),
+                    escalate_after=float(r.escalate.after) if r.escalate else None,
+                    escalate_to=tuple(r.escalate.to) if r.escalate else ())
+              for r in notify.routes] or [Route(name="default", to=tuple(channels))]
+    routing = Routing(routes)
+    planner = Planner(routing, store, clock, group_wait=float(notify.group_wait))
+    return Outbox(store, channels, clock, routing=routing, repeat=float(notify.repeat)), planner
+
+
+def build_channel(name: str, spec: Any) -> Any:
+    """One channel of ``notify.channels`` (its settings named in its errors)."""
     from monitor.notify.slack import SlackBot, SlackChannel, SlackWebhook
     from monitor.notify.webhook import Webhook
 
-    notify = s.config.notify
-    channels: dict[str, Any] = {}
-    routes = []
-    if notify.slack is not None:
-        slack = notify.slack
-        sender = SlackWebhook(slack.webhook_url) if slack.webhook_url else \
-            SlackBot(slack.bot_token or "", slack.channel or "", api=slack.api_url)
-        channels["slack"] = SlackChannel(sender)
-        routes.append(Route("slack", slack.min_severity, slack.send_resolved))
-    if notify.email is not None:
+    setting = f"notify.channels.{name}"
+    if spec.type == "slack":
+        sender = (SlackWebhook(spec.webhook_url, setting=setting) if spec.webhook_url else
+                  SlackBot(spec.bot_token or "", spec.channel or "", api=spec.api_url,
+                           setting=setting))
+        return SlackChannel(sender)
+    if spec.type == "email":
         from monitor.notify.email import EmailChannel
 
-        mail = notify.email
-        channels["email"] = EmailChannel(host=mail.host, port=mail.port, sender=mail.sender,
-                                         to=mail.to, security=mail.security,
-                                         username=mail.username, password=mail.password)
-        routes.append(Route("email", mail.min_severity, mail.send_resolved))
-    if notify.webhook is not None:
-        hook = notify.webhook
-        channels["webhook"] = Webhook(hook.url, hook.secret)
-        routes.append(Route("webhook", hook.min_severity, hook.send_resolved))
-    if not channels:
-        return None, None
-    return Outbox(store, channels, clock), router(routes)
+        return EmailChannel(host=spec.host, port=spec.port, sender=spec.sender, to=spec.to,
+                            security=spec.security, username=spec.username,
+                            password=spec.password, setting=setting)
+    return Webhook(spec.url, spec.secret, setting=setting)
+
+
+def _minutes(span: str) -> tuple[int, int]:
+    a, b = span.split("-")
+    return (int(a[:2]) * 60 + int(a[3:]), int(b[:2]) * 60 + int(b[3:]))
 
 
 def build_daemon(s: Setup, store: Store, clock: Clock | None = None) -> Daemon:
@@ -120,9 +143,9 @@ def build_daemon(s: Setup, store: Store, clock: Clock | None = None) -> Daemon:
 
     clock = clock or SystemClock()  # one clock for sources, outbox and the daemon
     polling, subscriptions = build_sources(s, clock)
-    outbox, route = build_outbox(s, store, clock)
+    outbox, planner = build_notify(s, store, clock)
     daemon = Daemon(engine_factory=lambda: build_engine(s),
-                    pipeline_factory=build_pipeline(s.matcher, store, route, clock),
+                    pipeline_factory=build_pipeline(s.matcher, store, planner),
                     store=store, polling=polling, subscriptions=subscriptions, clock=clock,
                     outbox=outbox)
     for src in polling:
@@ -144,6 +167,7 @@ class ReplayResult:
     elapsed: float = 0.0
     mentions_read: int = 0
     late: int = 0
+    outbox: dict[str, Any] | None = None  # with notify: messages sent, pending, failed
 
     @property
     def rate(self) -> float:
@@ -166,10 +190,16 @@ class TempDatabase:
 
 def replay(s: Setup, inputs: DumpInputs, *, db_url: str | None = None,
            on_event: Callable[[AlertEvent], None] = lambda e: None,
-           clock: Clock | None = None, workers: bool | None = None) -> ReplayResult:
+           clock: Clock | None = None, workers: bool | None = None,
+           notify: bool = False, send_for: float = NOTIFY_WAIT) -> ReplayResult:
     """Run the inputs through the engine in event time; events go to ``on_event`` once
     stored. The caller opens the inputs (early: a scan starts reading at once) and
     closes them.
+
+    With ``notify``, the events are planned into messages as live (the config's routes,
+    grouping, silences) and sent through the outbox, for up to ``send_for`` seconds
+    after the replay (what is still pending then stays in a kept database, ``db_url``,
+    for a later ``run`` to send).
 
     With ``workers`` (default: when there are two cores or more), sentiment is scored in a
     worker process while the previous batch is detected and stored; the events are the
@@ -190,7 +220,11 @@ def replay(s: Setup, inputs: DumpInputs, *, db_url: str | None = None,
         saved = store.load_state(ENGINE_STATE) if db_url else None
         if saved:
             engine.restore(saved)
-        pipeline = Pipeline(s.matcher, engine, scorer, store)
+        outbox, planner = build_notify(s, store, clock) if notify else (None, None)
+        if notify and outbox is None:
+            raise UsageError("--notify: no channels are configured",
+                             hint="add notify.channels to the config (see `stormwatch init`)")
+        pipeline = Pipeline(s.matcher, engine, scorer, store, planner=planner)
 
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         writing: Future[RunContext] | None = None
@@ -244,6 +278,8 @@ def replay(s: Setup, inputs: DumpInputs, *, db_url: str | None = None,
         if db_url:
             with store.transaction() as conn:
                 store.save_state(conn, ENGINE_STATE, engine.state(), engine.now)
+        if outbox is not None:
+            result.outbox = send_pending(outbox, store, clock, send_for)
         result.elapsed = clock.monotonic() - started
         return result
     finally:
@@ -252,6 +288,19 @@ def replay(s: Setup, inputs: DumpInputs, *, db_url: str | None = None,
         store.close()
         if temp is not None:
             temp.remove()
+
+
+def send_pending(outbox: Outbox, store: Store, clock: Clock, send_for: float,
+                 ) -> dict[str, Any]:
+    """Send what the outbox holds, retrying as it would live, for up to ``send_for``
+    seconds; returns the outbox summary then."""
+    deadline = clock.monotonic() + send_for
+    while True:
+        outbox.deliver_due()
+        summary = store.outbox_summary()
+        if not summary["pending"] or clock.monotonic() >= deadline:
+            return summary
+        clock.sleep(min(1.0, max(0.0, deadline - clock.monotonic())))
 
 
 def _collect(pool: SentimentPool, items: list[Mention], job: Any) -> None:

@@ -8,15 +8,15 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import orjson
 import typer
 
 from monitor import output
-from monitor.errors import StormwatchError, UsageError
+from monitor.cli_alerts import alerts_app, silence_app
+from monitor.cli_common import ConfigOpt, DbOpt, friendly
+from monitor.errors import UsageError
 
 app = typer.Typer(
     name="stormwatch", no_args_is_help=True, add_completion=False,
@@ -25,37 +25,8 @@ app = typer.Typer(
          "    stormwatch replay samples/acme-week.jsonl.gz --config samples/acme.yaml")
 rules_app = typer.Typer(no_args_is_help=True, help="Validate and test rules files.")
 app.add_typer(rules_app, name="rules")
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-ConfigOpt = Annotated[str | None, typer.Option(
-    "--config", "-c", help="Config file (database, rules, topics). Default: built-in "
-    "defaults (SQLite, shipped rules, every mention in scope under topic 'all').",
-    show_default=False)]
-DbOpt = Annotated[str | None, typer.Option(
-    "--db", help="Database URL, e.g. sqlite:///stormwatch.db or "
-    "postgresql+psycopg://user@host/db.", show_default=False)]
-
-
-def friendly(fn: F) -> F:
-    """Turn Stormwatch errors into one clear message and the contract's exit status."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except StormwatchError as e:
-            output.error(str(e))
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            output.error("interrupted")
-            raise typer.Exit(130) from None
-        except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise typer.Exit(0) from None
-
-    return wrapper  # type: ignore[return-value]
-
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(silence_app, name="silence")
 
 @app.command()
 @friendly
@@ -73,7 +44,8 @@ def replay(
     json_out: Annotated[bool, typer.Option(
         "--json", help="One JSON object per alert event on standard output.")] = False,
     notify: Annotated[bool, typer.Option(
-        "--notify", help="Deliver alerts through the configured channels.")] = False,
+        "--notify", help="Deliver alerts through the configured channels and routes, as "
+        "live (to try a route or a message on a past incident).")] = False,
     db: DbOpt = None,
     fmt: Annotated[str | None, typer.Option(
         "--format", "-f", help="Force the dump format: jsonl, pushshift, jetstream, csv.",
@@ -94,10 +66,11 @@ def replay(
     from monitor.inputs import DumpInputs
     from monitor.setup import setup
 
-    if notify:
-        raise UsageError("--notify: no delivery channels are configured",
-                         hint="replay without --notify reports alerts on standard output")
     s = setup(config, rules or [], match or [])
+    if notify and not s.config.notify.channels:
+        raise UsageError("--notify: no delivery channels are configured", path=config,
+                         hint="add notify.channels to the config, or replay without "
+                              "--notify to report alerts on standard output")
     on_event = output.event_json if json_out else output.event_line
     progress = output.null_progress() if quiet else output.progress_bar()
     # open the input first: a scan reads in its helper while the engine is imported
@@ -105,8 +78,17 @@ def replay(
                     progress=progress) as inputs:
         from monitor import app as core
 
-        result = core.replay(s, inputs, db_url=db, on_event=on_event)
+        result = core.replay(s, inputs, db_url=db, on_event=on_event, notify=notify)
     output.replay_summary(result)
+    if result.outbox is not None:
+        ob = result.outbox
+        output.say(f"messages: {ob['sent']:,} sent, {ob['pending']:,} pending, "
+                   f"{ob['failed']:,} failed"
+                   + (f" (last failure: {ob['last_failure']})" if ob["last_failure"] else ""))
+        if ob["pending"]:
+            output.warning("some messages are still pending: " + (
+                "they stay in the database for `stormwatch run` to send" if db else
+                "they are lost with the temporary database (use --db to keep them)"))
     for problem in result.report.broken:
         output.warning(f"could not read to the end (the lines before were used): {problem}")
     if result.mentions_read == 0:

@@ -15,6 +15,8 @@ class Clock(Protocol):
 
     def monotonic(self) -> float: ...
 
+    def sleep(self, seconds: float) -> None: ...
+
 
 class SystemClock:
     """The real clock: UTC wall time and a monotonic timer for durations."""
@@ -24,6 +26,9 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.perf_counter()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 class FixedClock:
@@ -39,4 +44,7 @@ class FixedClock:
         return self.t
 
     def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+    def sleep(self, seconds: float) -> None:
         self.t += seconds

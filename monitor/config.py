@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from monitor.errors import ConfigError
 from monitor.rules import parse_duration
@@ -139,12 +139,11 @@ class BlueskySpec(_Strict):
 
 
 class SlackSpec(_Strict):
+    type: Literal["slack"]
     webhook_url: HttpUrl | None = None     # an incoming webhook, or:
     bot_token: str | None = None           # a bot token and the channel to post in
-    channel: str | None = None             # (updates then reply in the alert's thread)
+    channel: str | None = None             # (updates then reply in the incident's thread)
     api_url: HttpUrl = "https://slack.com/api"
-    min_severity: Literal["info", "warning", "critical"] = "warning"
-    send_resolved: bool = True
 
     @field_validator("channel")
     @classmethod
@@ -158,13 +157,13 @@ class SlackSpec(_Strict):
 
 
 class WebhookSpec(_Strict):
+    type: Literal["webhook"]
     url: HttpUrl
     secret: str | None = None              # signs each body: X-Stormwatch-Signature
-    min_severity: Literal["info", "warning", "critical"] = "warning"
-    send_resolved: bool = True
 
 
 class EmailSpec(_Strict):
+    type: Literal["email"]
     host: str
     port: int = 587
     security: Literal["starttls", "tls", "none"] = "starttls"  # tls: implicit, port 465
@@ -172,8 +171,6 @@ class EmailSpec(_Strict):
     password: str | None = None
     sender: str                            # the From address
     to: list[str]
-    min_severity: Literal["info", "warning", "critical"] = "warning"
-    send_resolved: bool = True
 
     @field_validator("to")
     @classmethod
@@ -186,10 +183,60 @@ class EmailSpec(_Strict):
         return v
 
 
+ChannelSpec = Annotated[SlackSpec | EmailSpec | WebhookSpec, Field(discriminator="type")]
+Severity = Literal["info", "warning", "critical"]
+
+
+def _clock_range(v: str) -> str:
+    m = re.fullmatch(r"(\d\d):(\d\d)-(\d\d):(\d\d)", v.strip())
+    if not m or int(m[1]) > 24 or int(m[3]) > 24 or int(m[2]) > 59 or int(m[4]) > 59:
+        raise ValueError(f"expected HH:MM-HH:MM, found {v!r}")
+    if (int(m[1]), int(m[2])) >= (int(m[3]), int(m[4])):
+        raise ValueError(f"{v!r} ends before it starts (split a range across midnight "
+                         "in two: 22:00-24:00 and 00:00-06:00)")
+    return v.strip()
+
+
+def _zone(v: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {v!r} (e.g. Europe/Paris, America/New_York, "
+                         "UTC)") from None
+    return v
+
+
+class TimeIntervalSpec(_Strict):
+    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = []  # []: all
+    times: list[Annotated[str, AfterValidator(_clock_range)]] = []  # []: all day
+    timezone: Annotated[str, AfterValidator(_zone)] = "UTC"
+
+
+class EscalateSpec(_Strict):
+    after: Interval                        # nobody acknowledged within this ...
+    to: list[str]                          # ... so these channels hear of it too
+
+
+class RouteSpec(_Strict):
+    name: str
+    to: list[str]                          # channel names
+    min_severity: Severity = "warning"
+    topics: list[str] = []                 # empty: any
+    rules: list[str] = []
+    scope: Literal["thread", "topic"] | None = None
+    send_resolved: bool = True
+    active: list[str] = []                 # time interval names; empty: always
+    escalate: EscalateSpec | None = None
+
+
 class NotifySpec(_Strict):
-    slack: SlackSpec | None = None
-    email: EmailSpec | None = None
-    webhook: WebhookSpec | None = None
+    channels: dict[str, ChannelSpec] = {}
+    routes: list[RouteSpec] = []           # none: warning and above to every channel
+    time_intervals: dict[str, list[TimeIntervalSpec]] = {}
+    group_wait: Annotated[int | str, AfterValidator(parse_duration)] = 0
+    repeat: Annotated[int | str, AfterValidator(parse_duration)] = "4h"  # 0: never
 
 
 class SourcesSpec(_Strict):
@@ -240,6 +287,7 @@ def load_config(path: str | None) -> Config:
                 f"sources.rss.{name}.topic: no topic '{feed.topic}'", path=path,
                 line=line_of(data, ("sources", "rss", name, "topic")),
                 hint=f"topics here: {', '.join(spec.topics) or 'none (add a topics: section)'}")
+    _check_routes(spec.notify, data, path)
     base = os.path.dirname(os.path.abspath(path))
     rules = tuple(p if os.path.isabs(p) else os.path.join(base, p) for p in spec.rules)
     topics = tuple(Topic(name=name, terms=tuple(t.terms), exclude=tuple(t.exclude))
@@ -251,3 +299,27 @@ def load_config(path: str | None) -> Config:
             database = "sqlite:///" + os.path.join(base, rel)
     return Config(database=database, rules=rules, topics=topics, sources=spec.sources,
                   notify=spec.notify, path=path)
+
+
+def _check_routes(notify: NotifySpec, data: Any, path: str) -> None:
+    """Names that routes use must exist: channels and time intervals."""
+    def fail(where: tuple[Any, ...], what: str, have: list[str], kind: str) -> None:
+        raise ConfigError(f"notify.{'.'.join(map(str, where[1:]))}: {what}", path=path,
+                          line=line_of(data, where),
+                          hint=f"{kind} here: {', '.join(have) or 'none'}")
+
+    channels, intervals = list(notify.channels), list(notify.time_intervals)
+    names: set[str] = set()
+    for i, r in enumerate(notify.routes):
+        if r.name in names:
+            fail(("notify", "routes", i, "name"), f"a second route named '{r.name}'",
+                 sorted(names), "routes")
+        names.add(r.name)
+        for c in [*r.to, *(r.escalate.to if r.escalate else [])]:
+            if c not in channels:
+                key = "to" if c in r.to else "escalate"
+                fail(("notify", "routes", i, key), f"no channel '{c}'", channels, "channels")
+        for t in r.active:
+            if t not in intervals:
+                fail(("notify", "routes", i, "active"), f"no time interval '{t}'",
+                     intervals, "time intervals")

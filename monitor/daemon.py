@@ -43,6 +43,7 @@ from monitor.clock import Clock, SystemClock
 from monitor.engine import Engine
 from monitor.models import AlertEvent, SourceState
 from monitor.notify.outbox import Outbox
+from monitor.notify.plan import Planner
 from monitor.pipeline import Pipeline, RunContext
 from monitor.sentiment import SentimentScorer
 from monitor.store import ENGINE_STATE, Store
@@ -55,6 +56,7 @@ ACTIVE_WINDOW = 3600.0  # threads with a mention in the last hour are "active"
 ACTIVE_MAX = 250        # at most this many are offered for an engagement refresh
 STOP_GRACE = 5.0       # seconds to commit pages already fetched when stopping
 OUTBOX_EVERY = 1.0     # seconds between looks at the outbox
+REMIND_EVERY = 30.0    # seconds between looks for reminders and unacknowledged incidents
 FUTURE_SKEW = 300.0    # a post dated further ahead than this is counted when it arrives
 
 
@@ -289,6 +291,10 @@ class Daemon:
             return
         ctx = RunContext()
         try:
+            if self.engine.book.open:
+                closed = self.engine.book.close_by_hand(self.store.firing_keys())
+                if closed:
+                    log.info("%d alert(s) resolved by hand", closed)
             with self.store.transaction() as conn:
                 ctx.conn = conn
                 ctx.events.extend(self.engine.advance(target))
@@ -361,11 +367,16 @@ class Daemon:
 
     # -- delivery ----------------------------------------------------------------------
     def _run_outbox(self) -> None:
-        """Send due deliveries every second; a database fault is logged and retried."""
+        """Send due deliveries every second (at once after a commit with alert events),
+        queue reminders every half minute; a database fault is logged and retried."""
         assert self.outbox is not None
+        next_remind = self.clock.monotonic()
         while not self._stopping.is_set():
             self._outbox_wake.clear()
             try:
+                if self.clock.monotonic() >= next_remind:
+                    next_remind = self.clock.monotonic() + REMIND_EVERY
+                    self.outbox.remind()
                 self.outbox.deliver_due()
             except Exception as e:  # noqa: BLE001 - the outbox must outlive faults
                 log.error("outbox: %s", e)
@@ -419,10 +430,9 @@ def _log_event(ev: AlertEvent) -> None:
                 ev.key, ev.summary)
 
 
-def build_pipeline(matcher: Any, store: Store,
-                   route: Callable[[AlertEvent], list[str]] | None = None,
-                   clock: Clock | None = None) -> Callable[[Engine], Pipeline]:
+def build_pipeline(matcher: Any, store: Store, planner: Planner | None = None,
+                   ) -> Callable[[Engine], Pipeline]:
     scorer = SentimentScorer()
     return lambda engine: Pipeline(matcher, engine, scorer, store, check_store=True,
-                                   route=route, clock=clock)
+                                   planner=planner)
 

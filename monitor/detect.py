@@ -24,7 +24,8 @@ class Scope:
     """A thread (key = thread id) or a topic (key = topic name)."""
 
     __slots__ = ("scope", "key", "topic", "windows", "first_seen", "last_seen", "total",
-                 "posts", "root", "baseline", "bin_start", "bin_count", "spread", "anomalous")
+                 "posts", "root", "baseline", "bin_start", "bin_count", "spread", "anomalous",
+                 "next_look")
 
     def __init__(self, scope: str, key: str, topic: str, spans: list[tuple[int, str]],
                  baseline: SeasonalBaseline | None = None) -> None:
@@ -45,6 +46,7 @@ class Scope:
         self.spread: dict[int, Spread] = (
             {span: Spread() for span, _ in spans} if baseline is not None else {})
         self.anomalous = False  # any window's z above the calm line at the last minute
+        self.next_look = 0      # the engine looks again, mid-minute, at this total
 
     # -- signals ---------------------------------------------------------------------
     def signals(self, span: int, fkey: str, now: float) -> dict[str, Any]:
@@ -131,7 +133,7 @@ class Scope:
             "baseline": self.baseline.state() if self.baseline else None,
             "bin_start": self.bin_start, "bin_count": self.bin_count,
             "spread": {str(k): [d.mad, d.n] for k, d in self.spread.items()},
-            "anomalous": self.anomalous,
+            "anomalous": self.anomalous, "next_look": self.next_look,
         }
 
     @classmethod
@@ -152,6 +154,7 @@ class Scope:
                 sp = scope.spread[int(span)]
                 sp.mad, sp.n = float(mad), int(n)
         scope.anomalous = bool(s.get("anomalous", False))
+        scope.next_look = int(s.get("next_look", 0))
         return scope
 
 

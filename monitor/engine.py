@@ -7,6 +7,13 @@ the end of a replay). At each boundary it closes the topics' baseline bins, eval
 topic rules for every topic, thread rules for threads that changed or have an open
 alert, and evicts idle threads, so memory stays flat however long the stream.
 
+Between boundaries a scope that has grown is looked at promptly, as the minute's end
+would see it if nothing more came: the mention that makes a rule hold fires it (or
+escalates it) at once, not up to a minute later. A look comes after every mention
+while a scope is small, then after every ``n/20`` (at most ``LOOK_EVERY_MAX``) as it
+grows, so a busy topic costs little. Only fire and escalate happen then (see
+``monitor.alerts``); the looks depend on the mentions alone, so live and replay agree.
+
 Duplicates (same source-qualified id within the horizon that windows can still see)
 are refused: ``is_duplicate`` answers before the costly sentiment is computed.
 """
@@ -26,6 +33,7 @@ from monitor.stats import BUCKET, SeasonalBaseline
 
 MAX_GAP = 2 * 86400     # a longer silence in the stream is jumped, not walked minute by minute
 EVICT_EVERY = 600       # seconds of event time between sweeps of idle threads
+LOOK_EVERY_MAX = 8      # a growing scope is looked at again after at most this many mentions
 
 
 @dataclass
@@ -111,11 +119,42 @@ class Engine:
                 thread.root = post
             self._count(thread, ts, author, compound, eng, reach, matched, post)
             self.dirty.add(tid)
+            if thread.total >= thread.next_look and self.thread_rules:
+                events += self._look(thread, self.thread_rules, self._thread_min, ts)
         for name in m.topics:
             topic = self.topics.get(name) or self._new_topic(name, ts)
             self._count(topic, ts, author, compound, eng, reach, matched, post)
             if ts >= topic.bin_start:
                 topic.bin_count += 1
+            if topic.total >= topic.next_look and self.topic_rules:
+                events += self._look(topic, self.topic_rules, self._topic_min, ts)
+        return events
+
+    def _look(self, scope: Scope, rules: Sequence[Rule], mins: dict[str, int], ts: float,
+              ) -> list[AlertEvent]:
+        """A prompt look between boundaries: the scope's windows as the coming boundary
+        will see them if nothing more arrives; only fire and escalate may happen."""
+        T = self.now + BUCKET
+        at = max(ts, self.now)
+        book = self.book
+        events: list[AlertEvent] = []
+        cache: dict[tuple[int, str], dict[str, Any]] = {}
+        biggest = 0
+        for (_, fkey), w in scope.windows.items():
+            w.advance(T)
+            if not fkey and w.n > biggest:
+                biggest = w.n
+        for rule in rules:
+            sk = (rule.window, rule.filter_key)
+            if (scope.windows[sk].n < mins[rule.name] or not rule.applies_to(scope.topic)
+                    or not book.can_rise(rule, scope.key)):
+                continue
+            sig = cache.get(sk) or cache.setdefault(sk, scope.signals(*sk, T))
+            ev = book.evaluate(rule, scope.key, scope.topic, at, sig, scope.top_posts,
+                               prompt=True)
+            if ev is not None:
+                events.append(ev)
+        scope.next_look = scope.total + min(max(1, biggest // 20), LOOK_EVERY_MAX)
         return events
 
     def _new_thread(self, tid: str, topic: str, seed: tuple[Any, ...] | None) -> Scope:

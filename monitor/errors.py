@@ -6,6 +6,7 @@
     │   └── RulesError              ... a rules file specifically
     ├── DumpError                   a dump cannot be opened or read at all (exit 1)
     ├── StoreError                  the database refused or is unreachable (exit 1)
+    ├── NotFound                    no record with the id asked for         (exit 2)
     └── RuleTestFailure             `rules test` found failing cases      (exit 1)
 
 Errors that point into a file carry ``path`` and ``line`` so the command line can
@@ -56,6 +57,10 @@ class DumpError(StormwatchError):
 
 class StoreError(StormwatchError):
     exit_code = 1
+
+
+class NotFound(StormwatchError):
+    exit_code = 2
 
 
 class RuleTestFailure(StormwatchError):

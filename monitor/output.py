@@ -182,9 +182,7 @@ def status_report(states: dict[str, SourceState], intervals: dict[str, float],
                   alerts: list[dict[str, Any]], now: float,
                   outbox: dict[str, Any] | None = None) -> None:
     """``stormwatch status``: sources, deliveries and open alerts, on standard output."""
-    out = Console(highlight=False, soft_wrap=False)
-    if not out.is_terminal:  # piped or redirected: wide rows, not folded ones
-        out = Console(highlight=False, soft_wrap=False, width=200)
+    out = _table_console()
     table = Table(title="sources", title_justify="left", show_edge=False)
     for col in ("source", "state", "last success", "last error", "lag", "today", "total"):
         table.add_column(col, justify="right" if col in ("lag", "today", "total") else "left")
@@ -227,4 +225,99 @@ def status_report(states: dict[str, SourceState], intervals: dict[str, float],
         table.add_row(iso(a["opened_at"]), a["severity"], Text(inert(a["rule"])),
                       Text(inert(f"{a['scope']} {a['key']}")),
                       Text(inert(a.get("summary") or "")))
+    out.print(table)
+
+
+def _table_console() -> Console:
+    """Standard output for tables; piped or redirected: wide rows, not folded ones."""
+    out = Console(highlight=False, soft_wrap=False)
+    return out if out.is_terminal else Console(highlight=False, soft_wrap=False, width=200)
+
+
+def json_lines(rows: list[dict[str, Any]]) -> None:
+    """One JSON object per row on standard output (data from strangers stays data)."""
+    for r in rows:
+        sys.stdout.buffer.write(orjson.dumps(r, default=str, option=orjson.OPT_NON_STR_KEYS)
+                                + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def alerts_table(rows: list[dict[str, Any]]) -> None:
+    """``stormwatch alerts list``."""
+    out = _table_console()
+    if not rows:
+        out.print("no alerts")
+        return
+    table = Table(show_edge=False)
+    for col in ("id", "incident", "opened", "state", "severity", "rule", "scope",
+                "acknowledged", "summary"):
+        table.add_column(col, justify="right" if col in ("id", "incident") else "left")
+    for a in rows:
+        acked = f"{a['acked_by']} {iso(a['acked_at'])}" if a.get("acked_by") else ""
+        state = a["state"] + (f" by {a['resolved_by']}" if a.get("resolved_by") else "")
+        table.add_row(str(a["id"]), "" if a["incident_id"] is None else f"#{a['incident_id']}",
+                      iso(a["opened_at"]), Text(inert(state)), a["severity"],
+                      Text(inert(a["rule"])), Text(inert(f"{a['scope']} {a['key']}")),
+                      Text(inert(acked)), Text(inert((a.get("summary") or "")[:160])))
+    out.print(table)
+
+
+def alert_record(r: dict[str, Any]) -> None:
+    """``stormwatch alerts show``: the alert, its events, its incident, its messages."""
+    out = _table_console()
+
+    def line(text: str, style: str = "") -> None:
+        out.print(Text(inert(text), style=style))
+
+    line(f"alert {r['id']}: {r['rule']} on {r['scope']} {r['key']} ({r['topic']})", "bold")
+    line(f"  {r['state']}, {r['severity']}, opened {iso(r['opened_at'])}"
+         + (f", resolved {iso(r['resolved_at'])}" if r.get("resolved_at") else "")
+         + (f" by {r['resolved_by']}" if r.get("resolved_by") else ""))
+    inc = r.get("incident")
+    if inc:
+        ack = (f", acknowledged by {inc['acked_by']} at {iso(inc['acked_at'])}"
+               + (f": {inc['ack_note']}" if inc.get("ack_note") else "")
+               if inc.get("acked_by") else ", not acknowledged")
+        line(f"  incident #{inc['id']} ({inc['group_key']}): {inc['state']}, "
+             f"{inc['severity']}{ack}")
+        for a in r.get("incident_alerts", []):
+            if a["id"] != r["id"]:
+                line(f"    also alert {a['id']}: {a['rule']} on {a['scope']} {a['key']}, "
+                     f"{a['state']}")
+    line("events:", "bold")
+    for e in r["events"]:
+        s = e["signals"]
+        nums = ", ".join(f"{k} {s[k]}" for k in ("mentions", "expected", "negative_share",
+                                                 "unique_authors") if k in s)
+        line(f"  {iso(e['at'])}  {e['event']:<9} {e['severity']:<8} {e['summary']}")
+        if nums:
+            line(f"      {nums}", "dim")
+    line("messages:", "bold")
+    if not r["messages"]:
+        line("  none (no channel was told: not routed, silenced, or folded)")
+    for m in r["messages"]:
+        line(f"  {m['channel']}: {m['kind']} ({m['event']}, {m['severity']}) {m['status']}"
+             + (f" at {iso(m['sent_at'])}" if m.get("sent_at") else ""))
+        for t in m["tries"]:
+            line(f"      {iso(t['at'])}  {t['outcome']}: {t['detail']}", "dim")
+
+
+def silences_table(rows: list[dict[str, Any]], now: float) -> None:
+    """``stormwatch silence list``."""
+    out = _table_console()
+    if not rows:
+        out.print("no silences")
+        return
+    table = Table(show_edge=False)
+    for col in ("id", "matches", "until", "by", "comment"):
+        table.add_column(col)
+    for s in rows:
+        matches = ", ".join(f"{k}={s[k]}" for k in ("rule", "topic", "key", "scope")
+                            if s[k] is not None)
+        if s["expired_at"] is not None:
+            until = f"expired {iso(s['expired_at'])}"
+        else:
+            until = iso(s["ends_at"]) + (" (ended)" if s["ends_at"] <= now else "")
+        table.add_row(str(s["id"]), Text(inert(matches)), until, Text(inert(s["created_by"])),
+                      Text(inert(s["comment"])))
     out.print(table)

@@ -18,9 +18,9 @@ from typing import Protocol
 
 from sqlalchemy.engine import Connection
 
-from monitor.clock import Clock, SystemClock
 from monitor.engine import Engine
 from monitor.models import AlertEvent, Mention
+from monitor.notify.plan import Planner
 from monitor.sentiment import SentimentScorer, sentiment_text
 from monitor.store import Store
 from monitor.topics import TopicMatcher
@@ -116,19 +116,19 @@ class DetectStage:
 
 
 class StoreStage:
-    """Write mentions and alert events in the batch's transaction; with a ``route``, the
-    events' deliveries too (the outbox), dated by ``clock``."""
+    """Write mentions and alert events in the batch's transaction; with a ``planner``,
+    the messages they are worth too (the outbox)."""
 
-    def __init__(self, store: Store, route: Callable[[AlertEvent], list[str]] | None = None,
-                 clock: Clock | None = None) -> None:
-        self.store, self.route = store, route
-        self.clock = clock or SystemClock()  # deliveries are due from the wall clock
+    def __init__(self, store: Store, planner: Planner | None = None) -> None:
+        self.store, self.planner = store, planner
 
     def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
         assert ctx.conn is not None, "the store stage needs a transaction"
         self.store.add_mentions(ctx.conn, items)
-        self.store.add_events(ctx.conn, ctx.events, route=self.route,
-                              now=self.clock.now() if ctx.events and self.route else 0.0)
+        if self.planner is not None:
+            self.planner.record(ctx.conn, ctx.events)
+        else:
+            self.store.add_events(ctx.conn, ctx.events)
         return items
 
 
@@ -143,15 +143,14 @@ class Pipeline:
 
     def __init__(self, matcher: TopicMatcher, engine: Engine, scorer: SentimentScorer,
                  store: Store | None, *, check_store: bool = False,
-                 route: Callable[[AlertEvent], list[str]] | None = None,
-                 clock: Clock | None = None) -> None:
+                 planner: Planner | None = None) -> None:
         """``check_store``: also drop mentions the store already has, however old (live
         sources re-deliver old posts; a replay into a fresh database need not ask)."""
         known = store.known_ids if check_store and store is not None else None
         self.selecting: tuple[Stage, ...] = (MatchStage(matcher), DedupStage(engine, known))
         self.sentiment = SentimentStage(scorer)
         self.detect = DetectStage(engine)
-        self.store_stage = StoreStage(store, route, clock) if store is not None else None
+        self.store_stage = StoreStage(store, planner) if store is not None else None
 
     def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
         """One batch through every stage; the store stage runs even for events alone."""

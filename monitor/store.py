@@ -10,8 +10,12 @@ by ``Store.open``):
 - ``engine_state``: the detector and alert state, so a restart forgets nothing.
 - ``sources``: each live source's cursor (committed with the mentions it produced) and
   health (last success, last error, lag, mentions today).
-- ``deliveries`` and ``delivery_attempts``: the outbox. A delivery per (alert event,
-  channel), written in the transaction that wrote the event; every attempt and its result.
+- ``incidents``: alerts of one topic that are open at the same time, grouped: what the
+  frontline is told about, acknowledges and closes.
+- ``deliveries`` and ``delivery_attempts``: the outbox. A delivery is one message about
+  an incident to one channel (a page, an escalation, an update, a resolution), written
+  in the transaction that wrote the alert event behind it; every attempt and its result.
+- ``silences``: who muted what, until when, and why.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from monitor.errors import StoreError
+from monitor.errors import NotFound, StoreError
 from monitor.models import AlertEvent, Mention, SourceState
 
 metadata = sa.MetaData()
@@ -65,6 +69,8 @@ alerts = sa.Table(
     sa.Column("opened_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("resolved_at", sa.Float),
+    sa.Column("incident_id", sa.Integer),
+    sa.Column("resolved_by", sa.Text),  # a person who closed it by hand (alerts resolve)
     sa.Index("ix_alerts_open", "rule", "key", unique=True,
              sqlite_where=sa.text("state = 'firing'"),
              postgresql_where=sa.text("state = 'firing'")),
@@ -123,7 +129,37 @@ deliveries = sa.Table(
     sa.Column("sent_at", sa.Float),
     sa.Column("last_error", sa.Text),
     sa.Column("ref", sa.Text),  # the service's handle on the message (Slack ts...)
+    sa.Column("incident_id", sa.Integer),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="page"),
     sa.Index("ix_deliveries_due", "status", "next_at"),
+)
+
+incidents = sa.Table(
+    "incidents", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("group_key", sa.Text, nullable=False),   # the topic
+    sa.Column("state", sa.String(16), nullable=False),  # open | resolved
+    sa.Column("severity", sa.String(16), nullable=False),  # the highest so far
+    sa.Column("opened_at", sa.Float, nullable=False),   # event time
+    sa.Column("resolved_at", sa.Float),
+    sa.Column("acked_at", sa.Float),                    # wall clock
+    sa.Column("acked_by", sa.Text),
+    sa.Column("ack_note", sa.Text),
+    sa.Index("ix_incidents_open", "group_key", "state"),
+)
+
+silences = sa.Table(
+    "silences", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rule", sa.Text),       # each matcher: None matches anything
+    sa.Column("topic", sa.Text),
+    sa.Column("key", sa.Text),
+    sa.Column("scope", sa.String(16)),
+    sa.Column("starts_at", sa.Float, nullable=False),   # wall clock
+    sa.Column("ends_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("expired_at", sa.Float),                  # expired early, by hand
 )
 
 delivery_attempts = sa.Table(
@@ -283,48 +319,164 @@ class Store:
             return int(conn.execute(sa.select(sa.func.count()).select_from(mentions)).scalar_one())
 
     # -- alerts ----------------------------------------------------------------------
-    def add_events(self, conn: Connection, events: Sequence[AlertEvent], *,
-                   route: Callable[[AlertEvent], Sequence[str]] | None = None,
-                   now: float = 0.0) -> None:
-        """Record alert events and the alert rows they open, update and close; with
-        ``route``, each event's deliveries too (the outbox), in the same transaction."""
+    def add_events(self, conn: Connection, events: Sequence[AlertEvent],
+                   ) -> list[tuple[int, int]]:
+        """Record alert events and the alert rows they open, update and close; returns
+        each event's (alert id, event id), for the notification planner."""
         dumps = orjson.dumps
+        out = []
         for ev in events:
-            open_id = conn.execute(sa.select(alerts.c.id).where(
+            alert_id = conn.execute(sa.select(alerts.c.id).where(
                 alerts.c.rule == ev.rule, alerts.c.key == ev.key,
                 alerts.c.state == "firing")).scalar()
-            if ev.event == "fired" or open_id is None:
-                if open_id is not None:  # a stale open row: close it before reopening
-                    conn.execute(alerts.update().where(alerts.c.id == open_id).values(
+            by_hand = None
+            if alert_id is None and ev.event != "fired":
+                # closed by hand (alerts resolve) before the engine heard of it: the
+                # event goes on that record, which stays closed
+                by_hand = alert_id = conn.execute(sa.select(alerts.c.id).where(
+                    alerts.c.rule == ev.rule, alerts.c.key == ev.key,
+                    alerts.c.resolved_by.is_not(None)).order_by(alerts.c.id.desc())
+                    .limit(1)).scalar()
+            if by_hand is None and (ev.event == "fired" or alert_id is None):
+                if alert_id is not None:  # a stale open row: close it before reopening
+                    conn.execute(alerts.update().where(alerts.c.id == alert_id).values(
                         state="resolved", resolved_at=ev.at, updated_at=ev.at))
-                open_id = conn.execute(alerts.insert().values(
+                alert_id = conn.execute(alerts.insert().values(
                     rule=ev.rule, scope=ev.scope, key=ev.key, topic=ev.topic, state="firing",
                     severity=ev.severity, opened_at=ev.at, updated_at=ev.at)
                 ).inserted_primary_key[0]
-            values: dict[str, Any] = {"severity": ev.severity, "updated_at": ev.at}
-            if ev.event == "resolved":
-                values.update(state="resolved", resolved_at=ev.at)
-            conn.execute(alerts.update().where(alerts.c.id == open_id).values(**values))
+            if by_hand is None:
+                values: dict[str, Any] = {"severity": ev.severity, "updated_at": ev.at}
+                if ev.event == "resolved":
+                    values.update(state="resolved", resolved_at=ev.at)
+                conn.execute(alerts.update().where(alerts.c.id == alert_id).values(**values))
             event_id = conn.execute(alert_events.insert().values(
-                alert_id=open_id, event=ev.event, severity=ev.severity, step=ev.step, at=ev.at,
-                summary=ev.summary, playbook=ev.playbook,
+                alert_id=alert_id, event=ev.event, severity=ev.severity, step=ev.step,
+                at=ev.at, summary=ev.summary, playbook=ev.playbook,
                 signals=dumps(ev.signals).decode(), top_posts=dumps(list(ev.top_posts)).decode())
             ).inserted_primary_key[0]
-            for channel in route(ev) if route is not None else ():
-                conn.execute(deliveries.insert().values(
-                    event_id=event_id, alert_id=open_id, channel=channel,
-                    key=f"{open_id}:{ev.event}:{ev.step}:{channel}", status="pending",
-                    attempts=0, next_at=now, created_at=now))
+            out.append((alert_id, event_id))
+        return out
+
+    # -- incidents -------------------------------------------------------------------
+    def incident_of(self, conn: Connection, alert_id: int, group_key: str, severity: str,
+                    at: float, *, join_open: bool = True) -> tuple[int, bool]:
+        """The alert's incident: the one it joined, else (``join_open``) the open one of
+        its group, else a new one; returns (incident id, whether it is new)."""
+        found = conn.execute(sa.select(alerts.c.incident_id)
+                             .where(alerts.c.id == alert_id)).scalar()
+        new = False
+        if found is None and join_open:
+            found = conn.execute(sa.select(incidents.c.id).where(
+                incidents.c.group_key == group_key, incidents.c.state == "open")
+                .order_by(incidents.c.id.desc()).limit(1)).scalar()
+        if found is None:
+            found = conn.execute(incidents.insert().values(
+                group_key=group_key, state="open", severity=severity, opened_at=at)
+            ).inserted_primary_key[0]
+            new = True
+        conn.execute(alerts.update().where(alerts.c.id == alert_id)
+                     .values(incident_id=found))
+        return int(found), new
+
+    def incident_alerts(self, conn: Connection, incident_id: int) -> list[dict[str, Any]]:
+        """The incident's alerts, oldest first, each with its latest summary."""
+        latest = (sa.select(alert_events.c.summary)
+                  .where(alert_events.c.alert_id == alerts.c.id)
+                  .order_by(alert_events.c.id.desc()).limit(1).scalar_subquery())
+        q = (sa.select(alerts, latest.label("summary"))
+             .where(alerts.c.incident_id == incident_id).order_by(alerts.c.id))
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+    def update_incident(self, conn: Connection, incident_id: int, **values: Any) -> None:
+        conn.execute(incidents.update().where(incidents.c.id == incident_id).values(**values))
+
+    def get_incident(self, conn: Connection, incident_id: int) -> dict[str, Any]:
+        row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).first()
+        if row is None:
+            raise NotFound(f"no incident {incident_id}")
+        return dict(row._mapping)
+
+    def notified(self, conn: Connection, incident_id: int, channel: str
+                 ) -> list[tuple[str, str, str]]:
+        """(kind, severity, status) of the messages already queued about an incident on a
+        channel, oldest first."""
+        q = (sa.select(deliveries.c.kind, alert_events.c.severity, deliveries.c.status)
+             .join(alert_events, deliveries.c.event_id == alert_events.c.id)
+             .where(deliveries.c.incident_id == incident_id, deliveries.c.channel == channel)
+             .order_by(deliveries.c.id))
+        return [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]
+
+    def add_delivery(self, conn: Connection, *, event_id: int, alert_id: int,
+                     incident_id: int, channel: str, kind: str, now: float, due: float,
+                     nth: int = 0) -> None:
+        """A message to send; its key (incident, kind, event, channel[, nth]) is unique."""
+        key = f"{incident_id}:{kind}:{event_id}:{channel}" + (f":{nth}" if nth else "")
+        conn.execute(deliveries.insert().values(
+            event_id=event_id, alert_id=alert_id, incident_id=incident_id, channel=channel,
+            kind=kind, key=key, status="pending", attempts=0, next_at=due, created_at=now))
+
+    def queue_reminders(self, now: float, repeat: float,
+                        escalations: dict[str, tuple[float, tuple[str, ...]]],
+                        route_channels: dict[str, tuple[str, ...]]) -> int:
+        """For open incidents nobody acknowledged: an ``unacknowledged`` message to a
+        route's escalation channels once its first page is ``after`` old, and a
+        ``reminder`` on each channel told of it when nothing happened (no event, no
+        message) for ``repeat`` seconds. Returns how many were queued."""
+        d = deliveries
+        queued = 0
+        with self.transaction() as conn:
+            open_ = conn.execute(sa.select(incidents.c.id).where(
+                incidents.c.state == "open", incidents.c.acked_at.is_(None))).scalars().all()
+            for inc in open_:
+                msgs = conn.execute(sa.select(d.c.channel, d.c.kind, d.c.created_at)
+                                    .where(d.c.incident_id == inc)).all()
+                if not msgs:
+                    continue
+                last = conn.execute(
+                    sa.select(alert_events.c.id, alert_events.c.alert_id, alert_events.c.at)
+                    .join(alerts, alerts.c.id == alert_events.c.alert_id)
+                    .where(alerts.c.incident_id == inc)
+                    .order_by(alert_events.c.id.desc()).limit(1)).first()
+                if last is None:
+                    continue
+
+                def add(channel: str, kind: str, nth: int = 0, inc: int = inc,
+                        last: Any = last) -> None:
+                    self.add_delivery(conn, event_id=last.id, alert_id=last.alert_id,
+                                      incident_id=inc, channel=channel, kind=kind, now=now,
+                                      due=now, nth=nth)
+
+                for route, (after, to) in escalations.items():
+                    pages = [m.created_at for m in msgs
+                             if m.kind == "page" and m.channel in route_channels[route]]
+                    if not pages or now - min(pages) < after:
+                        continue
+                    for c in to:
+                        if not any(m.channel == c and m.kind == "unacknowledged"
+                                   for m in msgs):
+                            add(c, "unacknowledged")
+                            queued += 1
+                if repeat <= 0:
+                    continue
+                for c in sorted({m.channel for m in msgs}):
+                    latest = max(m.created_at for m in msgs if m.channel == c)
+                    if now - max(latest, last.at) >= repeat:
+                        add(c, "reminder", nth=1 + sum(
+                            1 for m in msgs if m.channel == c and m.kind == "reminder"))
+                        queued += 1
+        return queued
 
     # -- the outbox ------------------------------------------------------------------
     def due_deliveries(self, now: float, limit: int) -> list[dict[str, Any]]:
         """Pending deliveries whose time has come, oldest first, each only when no earlier
-        delivery of the same alert to the same channel is still pending (in order)."""
+        delivery of the same incident to the same channel is still pending (in order)."""
         d, d2 = deliveries, deliveries.alias("earlier")
-        earlier = sa.exists().where(d2.c.alert_id == d.c.alert_id,
+        earlier = sa.exists().where(d2.c.incident_id == d.c.incident_id,
                                     d2.c.channel == d.c.channel,
                                     d2.c.status == "pending", d2.c.id < d.c.id)
         q = (sa.select(d.c.id, d.c.channel, d.c.key, d.c.attempts, d.c.created_at, d.c.alert_id,
+                       d.c.incident_id, d.c.kind,
                        alert_events.c.event, alert_events.c.severity, alert_events.c.step,
                        alert_events.c.at, alert_events.c.summary, alert_events.c.playbook,
                        alert_events.c.signals, alert_events.c.top_posts, alerts.c.rule,
@@ -340,15 +492,37 @@ class Store:
             r["top_posts"] = orjson.loads(r["top_posts"])
         return rows
 
-    def thread_ref(self, alert_id: int, channel: str) -> str | None:
-        """The service's handle on the first message sent for this alert on this channel
-        (updates reply in its thread)."""
+    def message_context(self, incident_id: int, channel: str
+                        ) -> tuple[dict[str, Any], list[dict[str, Any]], str | None]:
+        """For rendering a message: the incident, its alerts, and the service's handle on
+        the first message sent about it on this channel (updates reply in its thread)."""
         q = (sa.select(deliveries.c.ref).where(
-            deliveries.c.alert_id == alert_id, deliveries.c.channel == channel,
+            deliveries.c.incident_id == incident_id, deliveries.c.channel == channel,
             deliveries.c.status == "sent", deliveries.c.ref.is_not(None))
              .order_by(deliveries.c.id).limit(1))
         with self._errors("reading the outbox"), self.engine.connect() as conn:
-            return conn.execute(q).scalar()
+            return (self.get_incident(conn, incident_id),
+                    self.incident_alerts(conn, incident_id), conn.execute(q).scalar())
+
+    def volume(self, *, thread: str | None, topic: str | None, end: float, span: float,
+               step: float) -> list[int]:
+        """Mentions per ``step`` seconds in ``[end - span, end)``, of a thread or a topic
+        (the chart of a message), from the stored mentions."""
+        start = end - span
+        q = sa.select(mentions.c.created_at).where(mentions.c.created_at >= start,
+                                                   mentions.c.created_at < end)
+        if thread is not None:
+            q = q.where(mentions.c.thread_id == thread)
+        elif topic is not None:
+            q = q.where((sa.literal(",") + mentions.c.topics + sa.literal(","))
+                        .contains(f",{topic},", autoescape=True))
+        counts = [0] * max(1, round(span / step))
+        with self._errors("reading mentions"), self.engine.connect() as conn:
+            for (t,) in conn.execute(q):
+                i = int((t - start) // step)
+                if 0 <= i < len(counts):
+                    counts[i] += 1
+        return counts
 
     def record_attempt(self, delivery_id: int, at: float, outcome: str, detail: str, *,
                        status: str, next_at: float | None = None,
@@ -415,6 +589,131 @@ class Store:
              .order_by(alerts.c.updated_at.desc()))
         with self._errors("reading alerts"), self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
+
+    # -- the frontline's record ------------------------------------------------------
+    def list_alerts(self, *, state: str | None = None, limit: int = 50,
+                    ) -> list[dict[str, Any]]:
+        """Alerts, newest first, with their incident's acknowledgement."""
+        latest = (sa.select(alert_events.c.summary)
+                  .where(alert_events.c.alert_id == alerts.c.id)
+                  .order_by(alert_events.c.id.desc()).limit(1).scalar_subquery())
+        q = (sa.select(alerts, latest.label("summary"), incidents.c.acked_by,
+                       incidents.c.acked_at)
+             .outerjoin(incidents, incidents.c.id == alerts.c.incident_id)
+             .order_by(alerts.c.opened_at.desc(), alerts.c.id.desc()).limit(limit))
+        if state is not None:
+            q = q.where(alerts.c.state == state)
+        with self._errors("reading alerts"), self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def alert_record(self, alert_id: int) -> dict[str, Any] | None:
+        """An alert, its incident, its events, and every message about the incident with
+        each attempt (the audit trail)."""
+        with self._errors("reading alerts"), self.engine.connect() as conn:
+            row = conn.execute(sa.select(alerts).where(alerts.c.id == alert_id)).first()
+            if row is None:
+                return None
+            out = dict(row._mapping)
+            out["events"] = [dict(r._mapping) for r in conn.execute(
+                sa.select(alert_events).where(alert_events.c.alert_id == alert_id)
+                .order_by(alert_events.c.id))]
+            inc = out["incident_id"]
+            out["incident"] = self.get_incident(conn, inc) if inc is not None else None
+            out["incident_alerts"] = self.incident_alerts(conn, inc) if inc is not None else []
+            where = (deliveries.c.incident_id == inc) if inc is not None else (
+                deliveries.c.alert_id == alert_id)
+            msgs = [dict(r._mapping) for r in conn.execute(
+                sa.select(deliveries, alert_events.c.event, alert_events.c.severity)
+                .join(alert_events, alert_events.c.id == deliveries.c.event_id)
+                .where(where).order_by(deliveries.c.id))]
+            ids = [m["id"] for m in msgs]
+            tries: dict[int, list[dict[str, Any]]] = {}
+            if ids:
+                for r in conn.execute(sa.select(delivery_attempts).where(
+                        delivery_attempts.c.delivery_id.in_(ids))
+                        .order_by(delivery_attempts.c.id)):
+                    tries.setdefault(r.delivery_id, []).append(dict(r._mapping))
+            for m in msgs:
+                m["tries"] = tries.get(m["id"], [])
+            out["messages"] = msgs
+        for e in out["events"]:
+            e["signals"] = orjson.loads(e["signals"])
+            e["top_posts"] = orjson.loads(e["top_posts"])
+        return out
+
+    def acknowledge(self, alert_id: int, by: str, note: str, at: float) -> dict[str, Any]:
+        """Someone owns it: the alert's incident is acknowledged (reminders stop)."""
+        with self.transaction() as conn:
+            row = conn.execute(sa.select(alerts).where(alerts.c.id == alert_id)).first()
+            if row is None:
+                raise NotFound(f"no alert {alert_id}", hint="see: stormwatch alerts list")
+            # an alert recorded without notifications has no incident yet: it gets one
+            inc, new = self.incident_of(conn, alert_id, row.topic, row.severity,
+                                        row.opened_at, join_open=row.state == "firing")
+            if new and row.state != "firing":  # acknowledged after the fact
+                self.update_incident(conn, inc, state="resolved", resolved_at=row.resolved_at)
+            self.update_incident(conn, inc, acked_at=at, acked_by=by, ack_note=note)
+            return self.get_incident(conn, inc)
+
+    def resolve_by_hand(self, alert_id: int, by: str, note: str, at: float, *,
+                        plan: Callable[[Connection, list[AlertEvent],
+                                        list[tuple[int, int]]], None] | None = None,
+                        ) -> AlertEvent | None:
+        """Close a firing alert by hand: a ``resolved`` event saying who and why, planned
+        for delivery (``plan``) in the same transaction. None when it is not firing. A
+        running daemon's engine learns of it at its next tick."""
+        with self.transaction() as conn:
+            row = conn.execute(sa.select(alerts).where(alerts.c.id == alert_id)).first()
+            if row is None:
+                raise NotFound(f"no alert {alert_id}", hint="see: stormwatch alerts list")
+            if row.state != "firing":
+                return None
+            ev = AlertEvent(event="resolved", rule=row.rule, severity=row.severity,
+                            scope=row.scope, key=row.key, topic=row.topic, at=at,
+                            signals={"resolved_by": by},
+                            summary=f"resolved by {by}" + (f": {note}" if note else ""),
+                            step=-1)  # not an engine step: never collides with one
+            ids = self.add_events(conn, [ev])
+            conn.execute(alerts.update().where(alerts.c.id == alert_id)
+                         .values(resolved_by=by))
+            if plan is not None:
+                plan(conn, [ev], ids)
+            return ev
+
+    def firing_keys(self) -> set[tuple[str, str]]:
+        """(rule, key) of every alert the database holds as firing."""
+        with self._errors("reading alerts"), self.engine.connect() as conn:
+            return {(r, k) for r, k in conn.execute(
+                sa.select(alerts.c.rule, alerts.c.key).where(alerts.c.state == "firing"))}
+
+    # -- silences ----------------------------------------------------------------------
+    def add_silence(self, *, rule: str | None, topic: str | None, key: str | None,
+                    scope: str | None, starts_at: float, ends_at: float, by: str,
+                    comment: str) -> int:
+        with self.transaction() as conn:
+            return int(conn.execute(silences.insert().values(
+                rule=rule, topic=topic, key=key, scope=scope, starts_at=starts_at,
+                ends_at=ends_at, created_by=by, comment=comment)).inserted_primary_key[0])
+
+    def list_silences(self, now: float, *, all_: bool = False) -> list[dict[str, Any]]:
+        q = sa.select(silences).order_by(silences.c.id)
+        if not all_:
+            q = q.where(silences.c.ends_at > now, silences.c.expired_at.is_(None))
+        with self._errors("reading silences"), self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def active_silences(self, conn: Connection, now: float) -> list[dict[str, Any]]:
+        q = sa.select(silences).where(silences.c.starts_at <= now, silences.c.ends_at > now,
+                                      silences.c.expired_at.is_(None))
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+    def expire_silence(self, silence_id: int, now: float) -> bool:
+        """End a silence now; False when there is no such active silence."""
+        with self.transaction() as conn:
+            done = conn.execute(silences.update().where(
+                silences.c.id == silence_id, silences.c.expired_at.is_(None),
+                silences.c.ends_at > now).values(expired_at=now))
+            return bool(done.rowcount)
 
     # -- live sources ----------------------------------------------------------------
     def load_sources(self) -> dict[str, SourceState]:

@@ -154,7 +154,7 @@ def validation_error(err: ValidationError, data: Any, path: str, label: str,
     errors = err.errors(include_url=False)
     # a misspelt key also makes the real one "missing": report the misspelling first
     first = min(errors, key=lambda e: (e["type"] == "missing", len(e["loc"])))
-    loc = tuple(first["loc"])
+    loc = _without_tags(tuple(first["loc"]), data)
     line = line_of(data, loc)
     found = first.get("input")
     kind = first["type"]
@@ -176,6 +176,22 @@ def validation_error(err: ValidationError, data: Any, path: str, label: str,
         return ConfigError(f"{place}: {msg}{tail}", path=path, line=line)
     shown = f", found {found!r}" if not isinstance(found, dict | list) else ""
     return ConfigError(f"{place}: {msg}{shown}{tail}", path=path, line=line)
+
+
+def _without_tags(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
+    """A location without the tags pydantic adds for a union chosen by ``type``
+    (``channels.pr.email.to`` is ``channels.pr.to`` in the file)."""
+    out, node = [], data
+    for p in loc:
+        if isinstance(node, Mapping) and p not in node and node.get("type") == p:
+            continue
+        out.append(p)
+        if isinstance(node, Mapping) and p in node or isinstance(node, list) and isinstance(
+                p, int) and p < len(node):
+            node = node[p]
+        else:
+            node = None
+    return tuple(out)
 
 
 def _fields(model: type[BaseModel]) -> list[str]:

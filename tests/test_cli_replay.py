@@ -70,7 +70,7 @@ def test_json_output_is_exactly_the_contract(tmp_path: Path, rules: str) -> None
     assert list(fired) == CONTRACT_KEYS
     assert (fired["rule"], fired["severity"], fired["scope"], fired["key"], fired["topic"]) == (
         "busy-thread", "warning", "thread", "dump:t1", "all")
-    assert fired["at"] == iso(T0 + 10 * 60)  # the tenth reply's minute closed, event time
+    assert fired["at"] == iso(T0 + 9 * 60)  # the tenth reply itself: its event time
     assert fired["signals"]["mentions"] == 10 and fired["signals"]["unique_authors"] == 10
     assert "read 21 mention(s)" in r.stderr
 
@@ -224,3 +224,39 @@ def test_overlapped_sentiment_changes_nothing(tmp_path: Path, rules: str,
         runs.append((got, dict(r.counts)))
     assert runs[0] == runs[1]
     assert runs[0][1]["duplicates"] == 5 and runs[0][0] != []
+
+
+def test_replay_notify_sends_each_incident_in_three_messages_or_fewer(tmp_path: Path) -> None:
+    """The sample week through `replay --notify` to a local Slack webhook (real HTTP): the
+    viral complaint (a thread page, the brand-wide spike it causes, critical, then calm)
+    and the outage (page, critical, calm) arrive as three messages each; the info-level
+    volume spike of the giveaway tells nobody. The first attempt meets a 500: retried."""
+    from tests.fakes.slack import FakeSlack
+
+    with FakeSlack() as slack:
+        slack.failures.append((500, "rollup_error"))
+        cfg = tmp_path / "notify.yaml"
+        cfg.write_text(CONFIG.read_text().replace("../rules", str(ROOT / "rules")) +
+                       f"notify:\n  channels:\n    care: {{type: slack, webhook_url: "
+                       f"{slack.url}}}\n")
+        r = runner.invoke(app, ["replay", str(SAMPLE), "--config", str(cfg), "--notify",
+                                "--quiet", "--db", f"sqlite:///{tmp_path / 'n.db'}"])
+        assert r.exit_code == 0, r.output
+        texts = [m["text"] for m in slack.messages]
+    assert "messages: 6 sent, 0 pending, 0 failed" in r.stderr
+    by_incident: dict[str, list[str]] = {}
+    for m in slack.messages:  # in order per incident (a retry does not hold up the others)
+        why = m["attachments"][0]["blocks"][-1]["elements"][0]["text"]
+        by_incident.setdefault(why.split("incident #")[1].split(",")[0], []).append(m["text"])
+    assert [by_incident[k] for k in sorted(by_incident)] == [
+        ["WARNING fired: negative-thread-taking-off on a thread in acme",
+         "CRITICAL escalated: topic-negative-spike on topic acme",
+         "RESOLVED: incident #2 on acme"],
+        ["WARNING fired: topic-negative-spike on topic acme",
+         "CRITICAL escalated: topic-negative-spike on topic acme",
+         "RESOLVED: incident #3 on acme"]]
+    heads = [m["attachments"][0]["blocks"][0]["text"]["text"] for m in slack.messages]
+    assert sum("Escalated to CRITICAL (update to incident #" in h for h in heads) == 2
+    r = runner.invoke(app, ["alerts", "list", "--all", "--db",
+                            f"sqlite:///{tmp_path / 'n.db'}"])
+    assert r.exit_code == 0 and "topic-negative-spike" in r.stdout, r.output

@@ -247,7 +247,8 @@ def test_a_thread_taking_off_reaches_slack_through_the_outbox(
     with FakeSlack() as slack:
         slack.failures.append((500, "rollup_error"))
         cfg = config(tmp_path, reddit, peers[1], "slack", rss=False, search=False,
-                     extra=f"notify:\n  slack:\n    webhook_url: {slack.url}\n")
+                     extra=f"notify:\n  channels:\n    care:\n      type: slack\n"
+                           f"      webhook_url: {slack.url}\n")
         proc = start(cfg)
         try:
             until(lambda: any("negative-thread-taking-off" in m["text"]

@@ -1,11 +1,12 @@
-"""Email: an alert event as a multipart message (plain text and HTML), sent over SMTP with
+"""Email: a notice as a multipart message (plain text and HTML), sent over SMTP with
 STARTTLS or implicit TLS and authentication.
 
 The subject and every header are one line (:func:`~monitor.notify.text.one_line`: no
 CR/LF can start a header of its own); the HTML part escapes everything it shows, and
 links only to http(s) addresses. The Message-ID is derived from the delivery's
 idempotency key, so a retried message is the same message; escalations and resolutions
-carry ``In-Reply-To`` and ``References`` to the first message, so mail clients thread
+(every later message about the incident) carry ``In-Reply-To`` and ``References`` to
+the first message, so mail clients thread
 them.
 
 SMTP answers: 4xx (421, 451...) and lost connections are retried; 5xx is permanent (550:
@@ -22,7 +23,8 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any
 
-from monitor.models import AlertEvent, iso
+from monitor.models import iso
+from monitor.notify.notice import Notice
 from monitor.notify.result import Result
 from monitor.notify.text import excerpt, one_line, safe_url
 
@@ -33,13 +35,23 @@ def message_id(key: str) -> str:
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@stormwatch>"
 
 
-def compose(ev: AlertEvent, *, sender: str, to: list[str], key: str, now: float,
+SUBJECT = {"page": "", "escalation": "Escalated: ", "update": "Another thread: ",
+           "resolved": "Resolved: ", "reminder": "Still open: ",
+           "unacknowledged": "Not acknowledged: "}
+
+
+def compose(notice: Notice, *, sender: str, to: list[str], key: str, now: float,
             thread: str | None) -> EmailMessage:
     """The message: a plain text part and an HTML alternative."""
-    where = f"topic {ev.topic}" if ev.scope == "topic" else f"a thread in {ev.topic}"
+    ev = notice.event
+    where = notice.where
     msg = EmailMessage()
-    msg["Subject"] = one_line(f"[{ev.severity.upper()}] {ev.event}: {ev.summary or ev.rule}",
-                              200)
+    if notice.kind == "resolved":
+        subject = f"[RESOLVED] incident #{notice.incident} on {ev.topic} is back to normal"
+    else:
+        subject = (f"[{ev.severity.upper()}] {SUBJECT[notice.kind]}{ev.summary or ev.rule} "
+                   f"(incident #{notice.incident})")
+    msg["Subject"] = one_line(subject, 200)
     msg["From"] = sender
     msg["To"] = ", ".join(to)
     msg["Date"] = formatdate(now)
@@ -52,8 +64,14 @@ def compose(ev: AlertEvent, *, sender: str, to: list[str], key: str, now: float,
                + (f" vs {s['expected']} expected" if s.get("expected") is not None else ""),
                f"Negative: {round(100 * float(s.get('negative_share') or 0))}%",
                f"People: {s.get('unique_authors', '?')}"]
-    posts = [] if ev.event == "resolved" else list(ev.top_posts[:3])
-    lines = [one_line(ev.summary or ev.rule, 300), f"{ev.event} on {where}, {iso(ev.at)}", "",
+    chart = notice.chart()
+    if chart:
+        numbers.append(f"Mentions, {chart}")
+    posts = [] if notice.kind == "resolved" else list(ev.top_posts[:3])
+    others = [f"{a['rule']} on {a['scope']} {one_line(a['key'], 200)}: {a['state']}, "
+              f"{a['severity']}" for a in notice.others[:10]]
+    lines = [one_line(ev.summary or ev.rule, 300),
+             f"{ev.event} on {where}, {iso(ev.at)}, incident #{notice.incident}", "",
              *numbers, ""]
     for p in posts:
         lines.append(f"- \"{excerpt(p.get('text'), POST_CHARS)}\" "
@@ -61,16 +79,19 @@ def compose(ev: AlertEvent, *, sender: str, to: list[str], key: str, now: float,
         url = safe_url(p.get("url"))
         if url:
             lines.append(f"  {url}")
-    if ev.playbook and ev.event != "resolved":
+    if ev.playbook and notice.kind != "resolved":
         lines += ["", "Playbook:", ev.playbook.strip()]
+    if others:
+        lines += ["", "Also in this incident:", *(f"- {o}" for o in others)]
     lines += ["", f"Rule {ev.rule}, {ev.scope} {one_line(ev.key, 200)}"]
     msg.set_content("\n".join(lines))
-    msg.add_alternative(_html(ev, where, numbers, posts), subtype="html")
+    msg.add_alternative(_html(notice, numbers, posts, others), subtype="html")
     return msg
 
 
-def _html(ev: AlertEvent, where: str, numbers: list[str], posts: list[dict[str, Any]]
-          ) -> str:
+def _html(notice: Notice, numbers: list[str], posts: list[dict[str, Any]],
+          others: list[str]) -> str:
+    ev = notice.event
     e = html.escape
     items = []
     for p in posts:
@@ -79,11 +100,14 @@ def _html(ev: AlertEvent, where: str, numbers: list[str], posts: list[dict[str, 
         items.append(f"<li>&ldquo;{e(excerpt(p.get('text'), POST_CHARS))}&rdquo; &mdash; "
                      f"{e(one_line(p.get('author') or 'someone', 60))}{link}</li>")
     playbook = (f"<h3>Playbook</h3><p>{e(ev.playbook.strip())}</p>"
-                if ev.playbook and ev.event != "resolved" else "")
+                if ev.playbook and notice.kind != "resolved" else "")
+    also = ("<h3>Also in this incident</h3><ul>" + "".join(f"<li>{e(o)}</li>" for o in others)
+            + "</ul>" if others else "")
     return (f"<html><body><h2>{e(one_line(ev.summary or ev.rule, 300))}</h2>"
-            f"<p>{e(ev.event)} on {e(where)}, {e(iso(ev.at))}</p>"
+            f"<p>{e(ev.event)} on {e(notice.where)}, {e(iso(ev.at))}, "
+            f"incident #{notice.incident}</p>"
             f"<p>{'<br>'.join(e(n) for n in numbers)}</p>"
-            f"{'<ul>' + ''.join(items) + '</ul>' if items else ''}{playbook}"
+            f"{'<ul>' + ''.join(items) + '</ul>' if items else ''}{playbook}{also}"
             f"<p><small>Rule {e(ev.rule)}, {e(ev.scope)} {e(one_line(ev.key, 200))}"
             f"</small></p></body></html>")
 
@@ -98,8 +122,8 @@ class EmailChannel:
         self.timeout, self.setting = timeout, setting
         self.context = context or ssl.create_default_context()
 
-    def deliver(self, ev: AlertEvent, thread: str | None, now: float, key: str) -> Result:
-        msg = compose(ev, sender=self.sender, to=self.to, key=key, now=now, thread=thread)
+    def deliver(self, notice: Notice, thread: str | None, now: float, key: str) -> Result:
+        msg = compose(notice, sender=self.sender, to=self.to, key=key, now=now, thread=thread)
         try:
             smtp: smtplib.SMTP
             if self.security == "tls":

@@ -1,69 +1,63 @@
-"""The outbox: deliveries written with their alert events, sent until they are sent.
+"""The outbox: messages written with their alert events, sent until they are sent.
 
-An alert event's deliveries (one per channel its route names) are rows written in the
-same transaction as the event (DESIGN invariant 4), so a crash can lose neither. This
-worker takes the due ones, oldest first and in order per alert and channel, renders and
-sends each, and records every attempt: sent; retry (backoff doubling from 10 s to 15
-min, never sooner than the service's ``Retry-After``, given up after a day); or
-permanent (bad credentials, a refused payload: surfaced, not retried). A restart
-resumes where it stopped: pending rows are just rows.
+A message about an incident (a page, an escalation, an update, a resolution: see
+``monitor.notify.plan``) is a delivery row written in the same transaction as the alert
+event behind it (DESIGN invariant 4), so a crash can lose neither. This worker takes
+the due ones, oldest first and in order per incident and channel, renders each as a
+:class:`~monitor.notify.notice.Notice` (the event, the incident's other alerts, the
+chart of the last hours from the stored mentions) and sends it, and records every
+attempt: sent; retry (backoff doubling from 10 s to 15 min, never sooner than the
+service's ``Retry-After``, given up after a day); or permanent (bad credentials, a
+refused payload: surfaced, not retried). A restart resumes where it stopped: pending
+rows are just rows.
+
+``remind(now)`` adds the messages that people's time calls for: an incident nobody
+acknowledged within a route's ``escalate.after`` goes to its ``escalate.to`` channels
+(once), and one still open and unacknowledged with nothing new for ``repeat`` is
+mentioned again.
 
 At least once: a crash between a send and its record sends it again after the restart;
-the idempotency key (alert, event, step, channel) makes the row itself unique.
+the idempotency key (incident, kind, event, channel) makes the row itself unique, and
+receivers that honour it (the webhook's ``Idempotency-Key``, the email's Message-ID)
+see the same message twice at most, never two different ones.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from monitor.backoff import backoff
 from monitor.clock import Clock, SystemClock
-from monitor.models import SEVERITY_RANK, AlertEvent
+from monitor.models import AlertEvent
+from monitor.notify.notice import Notice
 from monitor.notify.result import Result
+from monitor.notify.routes import Routing
 from monitor.store import Store
 
 log = logging.getLogger("stormwatch")
 
 RETRY_FIRST = 10.0
 GIVE_UP = 86400.0
+CHART_SPAN = 6 * 3600   # the chart in a message: the last six hours ...
+CHART_STEP = 900        # ... in 15-minute bars
 
 
 class Channel(Protocol):
-    """Renders and sends one event; ``thread`` is the first message's ref, if any;
-    ``key`` the delivery's idempotency key (alert, event, step, channel)."""
+    """Renders and sends one notice; ``thread`` is the service's handle on the first
+    message about the incident, if any; ``key`` the delivery's idempotency key."""
 
-    def deliver(self, ev: AlertEvent, thread: str | None, now: float, key: str) -> Result: ...
-
-
-@dataclass(frozen=True)
-class Route:
-    """Which events a channel gets."""
-
-    channel: str
-    min_severity: str = "warning"
-    send_resolved: bool = True
-
-    def wants(self, ev: AlertEvent) -> bool:
-        if ev.event == "resolved":
-            return self.send_resolved
-        return SEVERITY_RANK[ev.severity] >= SEVERITY_RANK[self.min_severity]
-
-
-def router(routes: list[Route]) -> Callable[[AlertEvent], list[str]]:
-    """The channels an event goes to (a resolution: those with ``send_resolved``)."""
-    def route(ev: AlertEvent) -> list[str]:
-        return [r.channel for r in routes if r.wants(ev)]
-    return route
+    def deliver(self, notice: Notice, thread: str | None, now: float, key: str) -> Result: ...
 
 
 class Outbox:
     def __init__(self, store: Store, channels: Mapping[str, Channel],
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, *, routing: Routing | None = None,
+                 repeat: float = 0.0) -> None:
         self.store, self.channels = store, dict(channels)
         self.clock = clock or SystemClock()
+        self.routing, self.repeat = routing, repeat
 
     def deliver_due(self, limit: int = 50) -> int:
         """Send what is due; returns how many were sent."""
@@ -73,18 +67,38 @@ class Outbox:
                 sent += 1
         return sent
 
+    def remind(self) -> int:
+        """Queue reminders and unacknowledged-escalations that are due; returns how many."""
+        if self.routing is None:
+            return 0
+        escalations = {r.name: (r.escalate_after, r.escalate_to) for r in self.routing.routes
+                       if r.escalate_after is not None}
+        return self.store.queue_reminders(self.clock.now(), self.repeat, escalations,
+                                          {r.name: r.to for r in self.routing.routes})
+
+    def notice(self, row: dict[str, Any]) -> tuple[Notice, str | None]:
+        """The notice a delivery row stands for, and the thread to reply in."""
+        ev = _event(row)
+        incident, members, thread = self.store.message_context(row["incident_id"],
+                                                               row["channel"])
+        others = tuple(a for a in members if a["id"] != row["alert_id"])
+        series = self.store.volume(
+            thread=ev.key if ev.scope == "thread" else None, topic=ev.topic,
+            end=ev.at + 1, span=CHART_SPAN, step=CHART_STEP) if ev.event != "resolved" else []
+        return (Notice(kind=row["kind"], event=ev, incident=row["incident_id"], others=others,
+                       series=tuple(series), step=CHART_STEP, acked_by=incident["acked_by"]),
+                thread if row["kind"] != "page" else None)
+
     def _deliver(self, row: dict[str, Any]) -> bool:
         now = self.clock.now()
         channel = self.channels.get(row["channel"])
         if channel is None:
             result = Result.permanent(f"no channel '{row['channel']}' is configured now",
-                                      "notify")
+                                      "notify.channels")
         else:
-            ev = _event(row)
-            thread = self.store.thread_ref(row["alert_id"], row["channel"]) \
-                if ev.event != "fired" else None
             try:
-                result = channel.deliver(ev, thread, now, row["key"])
+                notice, thread = self.notice(row)
+                result = channel.deliver(notice, thread, now, row["key"])
             except Exception as e:  # noqa: BLE001 - a notifier bug must not stop the outbox
                 log.exception("%s: delivering failed unexpectedly", row["channel"])
                 result = Result.retry(f"unexpected error: {type(e).__name__}")

@@ -1,14 +1,16 @@
-"""Slack: an alert event as a Block Kit message a person reads in five seconds, sent by
+"""Slack: a notice as a Block Kit message a person reads in five seconds, sent by
 incoming webhook or by the bot API.
 
 The message, top to bottom: the headline (what, where, how fast) in the severity's
 colour; the numbers (mentions in the window vs expected, negative share, people, reach);
-the top posts, each with its link; the playbook; and why it fired. Everything that came
+a chart of the last six hours (a sparkline: text, so a webhook can carry it too); the
+top posts, each with its link; the playbook; the incident's other alerts; and why it
+fired. Everything that came
 from social media travels as ``plain_text`` (Slack formats nothing in it: no mention,
 no link, no bold) after :func:`~monitor.notify.text.one_line`; ``mrkdwn`` carries only
 our own labels, numbers and sanitised links, escaped as Slack asks.
 
-Escalations and resolutions: with the bot token they reply in the first message's
+Later messages about an incident: with the bot token they reply in the first message's
 thread (``thread_ts``); a webhook cannot, so they say what they update in the headline.
 """
 
@@ -19,7 +21,8 @@ from typing import Any
 import httpx
 
 from connectors.base import retry_after_seconds
-from monitor.models import AlertEvent, iso
+from monitor.models import iso
+from monitor.notify.notice import Notice
 from monitor.notify.result import Result
 from monitor.notify.text import excerpt, one_line, safe_url, slack_escape
 
@@ -32,18 +35,30 @@ MAX_POSTS = 3
 API = "https://slack.com/api"
 
 
-def render(ev: AlertEvent, *, threaded: bool = False) -> dict[str, Any]:
+HEADLINE = {"page": "", "escalation": "Escalated to {sev}: ", "update": "Another thread: ",
+            "resolved": "Resolved: ", "reminder": "Still open, not acknowledged: ",
+            "unacknowledged": "Nobody has acknowledged this yet: "}
+MAX_OTHERS = 5
+
+
+def render(notice: Notice, *, threaded: bool = False) -> dict[str, Any]:
     """The Block Kit payload (``text`` for notifications, ``attachments`` for colour)."""
+    ev = notice.event
     s = ev.signals
-    where = f"topic {ev.topic}" if ev.scope == "topic" else f"a thread in {ev.topic}"
-    verb = {"fired": "", "escalated": "Escalated: ", "resolved": "Resolved: "}[ev.event]
-    if not threaded and ev.event != "fired":
-        verb = verb.rstrip(": ") + f" (update to the {ev.rule} alert on {where}): "
-    headline = one_line(f"{verb}{ev.summary or ev.rule}", 150)
-    # the notification preview: our own words only (a summary may quote a thread id)
-    text = slack_escape(f"{ev.severity.upper()} {ev.event}: {ev.rule} on {where}")
+    where = notice.where
+    verb = HEADLINE[notice.kind].format(sev=ev.severity.upper())
+    if notice.kind == "resolved":
+        headline = one_line(f"Resolved: incident #{notice.incident} on {ev.topic} is back "
+                            "to normal", 150)
+        # the notification preview: our own words only (a summary may quote a thread id)
+        text = slack_escape(f"RESOLVED: incident #{notice.incident} on {ev.topic}")
+    else:
+        if not threaded and notice.kind != "page":
+            verb = verb.rstrip(": ") + f" (update to incident #{notice.incident}, {where}): "
+        headline = one_line(f"{verb}{ev.summary or ev.rule}", 150)
+        text = slack_escape(f"{ev.severity.upper()} {ev.event}: {ev.rule} on {where}")
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": _plain(f"{_plain_icon(ev)} {headline}", 150)},
+        {"type": "header", "text": _plain(f"{_plain_icon(notice)} {headline}", 150)},
     ]
     fields = []
     window = s.get("window", "")
@@ -62,16 +77,28 @@ def render(ev: AlertEvent, *, threaded: bool = False) -> dict[str, Any]:
         fields.append(_mrkdwn(f"*Reach*\n{s['reach']:,}"))
     if fields:
         blocks.append({"type": "section", "fields": fields[:10]})
-    if ev.event != "resolved":
+    chart = notice.chart()
+    if chart:
+        blocks.append({"type": "context", "elements": [_plain(chart, 200, emoji=False)]})
+    if notice.kind != "resolved":
         for post in ev.top_posts[:MAX_POSTS]:
             blocks.extend(_post(post))
         if ev.playbook:
             blocks.append({"type": "section", "text": _mrkdwn(
                 "*Playbook*\n" + slack_escape(excerpt(ev.playbook, 2000)))})
+    if notice.others:
+        lines = [f"{a['rule']} on {a['scope']} {a['key']}: {a['state']}, {a['severity']}"
+                 for a in notice.others[:MAX_OTHERS]]
+        more = len(notice.others) - MAX_OTHERS
+        blocks.append({"type": "section", "text": _plain(
+            "Also in this incident: " + "; ".join(lines)
+            + (f"; and {more} more" if more > 0 else ""), 3000, emoji=False)})
     why = f"Rule {ev.rule}, {ev.scope} {ev.key}, at {iso(ev.at)}" + (
-        f", step {ev.step}" if ev.step else "")
+        f", step {ev.step}" if ev.step > 0 else "") + f", incident #{notice.incident}" + (
+        f", acknowledged by {notice.acked_by}" if notice.acked_by else "")
     blocks.append({"type": "context", "elements": [_plain(why, 300)]})
-    colour = RESOLVED_COLOUR if ev.event == "resolved" else COLOURS.get(ev.severity, "#888888")
+    colour = RESOLVED_COLOUR if notice.kind == "resolved" else COLOURS.get(ev.severity,
+                                                                            "#888888")
     return {"text": text, "attachments": [{"color": colour, "blocks": blocks}]}
 
 
@@ -96,8 +123,9 @@ def _mrkdwn(text: str) -> dict[str, Any]:
     return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
-def _plain_icon(ev: AlertEvent) -> str:
-    return ":white_check_mark:" if ev.event == "resolved" else ICONS.get(ev.severity, "")
+def _plain_icon(notice: Notice) -> str:
+    return (":white_check_mark:" if notice.kind == "resolved"
+            else ICONS.get(notice.event.severity, ""))
 
 
 # --------------------------------------------------------------------------- senders
@@ -194,8 +222,8 @@ class SlackChannel:
     def __init__(self, sender: SlackWebhook | SlackBot) -> None:
         self.sender = sender
 
-    def deliver(self, ev: AlertEvent, thread: str | None, now: float, key: str) -> Result:
+    def deliver(self, notice: Notice, thread: str | None, now: float, key: str) -> Result:
         if isinstance(self.sender, SlackBot):
-            return self.sender.send(render(ev, threaded=thread is not None), now,
+            return self.sender.send(render(notice, threaded=thread is not None), now,
                                     thread=thread)
-        return self.sender.send(render(ev), now)
+        return self.sender.send(render(notice), now)

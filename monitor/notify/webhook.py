@@ -1,7 +1,10 @@
-"""A generic webhook: the alert event as JSON, for anything that is not Slack or email.
+"""A generic webhook: the notice as JSON, for anything that is not Slack or email.
 
-``POST`` with ``Content-Type: application/json``; the body is the ``replay --json``
-contract object plus ``summary``, ``playbook``, ``top_posts`` and ``delivery`` (the
+``POST`` with ``Content-Type: application/json``; the body is the alert event's
+``replay --json`` contract object plus ``summary``, ``playbook``, ``top_posts``,
+``kind`` (page, escalation, update, resolved, reminder, unacknowledged), ``incident``
+(its number), ``others`` (the incident's other alerts), ``series`` (mentions per 15
+minutes over the last six hours) and ``delivery`` (the
 idempotency key, also sent as the ``Idempotency-Key`` header: a receiver that sees it
 twice has seen the same delivery twice). With a ``secret``, ``X-Stormwatch-Signature:
 sha256=<hex>`` is the HMAC-SHA256 of the exact body bytes, so the receiver can tell the
@@ -17,17 +20,21 @@ import httpx
 import orjson
 
 from connectors.base import retry_after_seconds
-from monitor.models import AlertEvent
+from monitor.notify.notice import Notice
 from monitor.notify.result import Result
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 SIGNATURE = "X-Stormwatch-Signature"
 
 
-def body(ev: AlertEvent, key: str) -> bytes:
+def body(notice: Notice, key: str) -> bytes:
+    ev = notice.event
+    others = [{k: a[k] for k in ("rule", "scope", "key", "topic", "state", "severity")}
+              for a in notice.others]
     return orjson.dumps({**ev.contract_json(), "summary": ev.summary,
                          "playbook": ev.playbook, "top_posts": list(ev.top_posts),
-                         "step": ev.step, "delivery": key})
+                         "step": ev.step, "kind": notice.kind, "incident": notice.incident,
+                         "others": others, "series": list(notice.series), "delivery": key})
 
 
 def signature(secret: str, payload: bytes) -> str:
@@ -42,8 +49,8 @@ class Webhook:
         self._secret = secret
         self.client = client or httpx.Client(timeout=TIMEOUT)
 
-    def deliver(self, ev: AlertEvent, thread: str | None, now: float, key: str) -> Result:
-        payload = body(ev, key)
+    def deliver(self, notice: Notice, thread: str | None, now: float, key: str) -> Result:
+        payload = body(notice, key)
         headers = {"Content-Type": "application/json", "Idempotency-Key": key}
         if self._secret:
             headers[SIGNATURE] = signature(self._secret, payload)

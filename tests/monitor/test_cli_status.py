@@ -7,7 +7,10 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from monitor.cli import app
+from monitor.clock import FixedClock
 from monitor.models import AlertEvent, SourceState
+from monitor.notify.plan import Planner
+from monitor.notify.routes import Route, Routing
 from monitor.store import Store
 
 runner = CliRunner()
@@ -36,11 +39,11 @@ def test_status_shows_health_and_open_alerts_as_inert_text(tmp_path: Path) -> No
     with store.transaction() as conn:
         store.save_source(conn, ok)
         store.save_source(conn, bad)
-        store.add_events(conn, [AlertEvent(
+        planner = Planner(Routing([Route("all", ("slack",))]), store, FixedClock(NOW_ISH - 100))
+        planner.record(conn, [AlertEvent(
             event="fired", rule="negative-thread-taking-off", severity="warning",
             scope="thread", key=hostile_key, topic="acme", at=NOW_ISH - 120,
-            signals={"mentions": 30}, summary="Negative thread \u202etaking off")],
-            route=lambda ev: ["slack"], now=NOW_ISH - 100)
+            signals={"mentions": 30}, summary="Negative thread \u202etaking off")])
     [d] = store.list_deliveries()
     store.record_attempt(d["id"], NOW_ISH - 90, "failed", "Slack answered 404 no_service",
                          status="failed")

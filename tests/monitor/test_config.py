@@ -80,18 +80,19 @@ def test_bad_sources_say_file_line_and_what_to_do(
 
 @pytest.mark.parametrize("slack,message", [
     ("webhook_url: https://hooks.slack.com/services/T/B/X", None),
-    ("bot_token: xoxb-1\n    channel: C024BE91L", None),
+    ("bot_token: xoxb-1\n      channel: C024BE91L", None),
     ("bot_token: xoxb-1", "bot_token and channel go together"),
-    ("min_severity: warning", "set webhook_url, or bot_token and channel"),
-    ("webhook_url: https://hooks.slack.com/x\n    bot_token: b\n    channel: c",
+    ("api_url: https://slack.com/api", "set webhook_url, or bot_token and channel"),
+    ("webhook_url: https://hooks.slack.com/x\n      bot_token: b\n      channel: c",
      "set webhook_url, or bot_token and channel"),
-    ("webhook_url: https://hooks.slack.com/x\n    min_severity: loud", "'info', 'warning'"),
+    ("webhook_url: ftp://hooks.slack.com/x", "http:// or https://"),
 ])
 def test_slack_is_a_webhook_or_a_bot_token_and_channel(
         write: Callable[[str, str], str], slack: str, message: str | None) -> None:
-    path = write("sw.yaml", f"notify:\n  slack:\n    {slack}\n")
+    path = write("sw.yaml", f"notify:\n  channels:\n    care:\n      type: slack\n"
+                            f"      {slack}\n")
     if message is None:
-        assert load_config(path).notify.slack is not None
+        assert load_config(path).notify.channels["care"].type == "slack"
         return
     with pytest.raises(ConfigError, match=message) as e:
         load_config(path)
@@ -100,10 +101,43 @@ def test_slack_is_a_webhook_or_a_bot_token_and_channel(
 
 def test_email_needs_addresses_that_cannot_inject_headers(
         write: Callable[[str, str], str]) -> None:
-    good = ("notify:\n  email:\n    host: smtp.example.com\n    sender: sw@acme.example\n"
-            "    to: [care@acme.example]\n")
-    assert load_config(write("ok.yaml", good)).notify.email is not None
+    good = ("notify:\n  channels:\n    pr:\n      type: email\n"
+            "      host: smtp.example.com\n      sender: sw@acme.example\n"
+            "      to: [care@acme.example]\n")
+    assert load_config(write("ok.yaml", good)).notify.channels["pr"].type == "email"
     bad = good.replace("[care@acme.example]", '["care@acme.example\\r\\nBcc: x@evil"]')
     with pytest.raises(ConfigError, match="not an email address") as e:
         load_config(write("bad.yaml", bad))
-    assert e.value.line == 5
+    assert e.value.line == 7
+
+
+ROUTED = """notify:
+  channels:
+    care: {type: slack, webhook_url: "https://hooks.slack.com/services/T/B/X"}
+    lead: {type: webhook, url: "https://ops.example.com/hook"}
+  time_intervals:
+    office: [{weekdays: [mon, tue, wed, thu, fri], times: ["09:00-18:00"],
+              timezone: Europe/Paris}]
+  routes:
+    - name: care
+      to: [care]
+      active: [office]
+      escalate: {after: 30m, to: [lead]}
+"""
+
+
+@pytest.mark.parametrize("change,message,line", [
+    (("to: [care]", "to: [carre]"), "notify.routes.0.to: no channel 'carre'", 10),
+    (("to: [lead]", "to: [boss]"), "no channel 'boss'", 12),
+    (("active: [office]", "active: [nights]"), "no time interval 'nights'", 11),
+    (("09:00-18:00", "18:00-09:00"), "ends before it starts", 6),
+    (("Europe/Paris", "Mars/Olympus"), "unknown time zone", 7),
+    (("type: webhook", "type: pager"), "slack", 4),
+    (("after: 30m", "after: soon"), "duration", 12),
+])
+def test_routes_name_what_exists(write: Callable[[str, str], str],
+                                 change: tuple[str, str], message: str, line: int) -> None:
+    assert load_config(write("ok.yaml", ROUTED)).notify.routes[0].escalate is not None
+    with pytest.raises(ConfigError, match=message) as e:
+        load_config(write("bad.yaml", ROUTED.replace(*change)))
+    assert e.value.line == line, str(e.value)

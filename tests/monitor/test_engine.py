@@ -166,3 +166,51 @@ def test_refreshed_engagement_counts_at_the_current_minute_without_a_mention() -
     rw = next(w for (_, fkey), w in restored.threads["bluesky:at://a/p/1"].windows.items()
               if not fkey)
     assert rw.eng == 503  # saved and restored with the rest
+
+
+def test_the_mention_that_makes_a_rule_hold_fires_it_at_once() -> None:
+    """Not at the next minute boundary: the 25th angry reply from the 25th person fires
+    the thread rule at that reply's own time, within the same ingest call."""
+    engine = Engine(rules(), TopicMatcher([]).names)
+    p = Pipeline(TopicMatcher([]), engine, SentimentScorer(), None)
+    start = T0 + 3600 + 5.0
+    fired_by = None
+    for i in range(40):
+        ctx = RunContext()
+        p.run(ctx, [Mention(id=f"dump:r{i}", text=NEG[i % 4], author=f"p{i}",
+                            thread_id="dump:r0", created_at=start + 20 * i)])
+        if any(e.event == "fired" for e in ctx.events):
+            fired_by = i
+            ev = ctx.events[0]
+            break
+    assert fired_by == 24  # the 25th mention: the rule asks for >= 25
+    assert ev.at == start + 20 * 24 and ev.at % 60 != 0
+    assert ev.signals["mentions"] == 25
+
+
+def test_a_prompt_look_never_resolves_nor_goes_pending(write: Callable[[str, str], str]) -> None:
+    """Between boundaries only fire and escalate happen: a rule with ``for`` goes pending
+    at the boundary, and the alert resolves at a boundary too."""
+    path = write("r.yaml", """
+rules:
+  - name: burst
+    scope: thread
+    window: 10m
+    for: 2m
+    when: {mentions: ">= 5"}
+    severity: warning
+    resolve_after: 5m
+""")
+    engine = Engine(load_rules([path]), ("all",))
+    events = []
+    for i in range(20):  # 20 mentions, one every 15 s, from 00:00:10
+        m = Mention(id=f"dump:b{i}", text="hello", thread_id="dump:b0", author=f"a{i}",
+                    created_at=T0 + 10 + 15 * i, topics=("all",), compound=0.0)
+        events += engine.ingest(m)
+    events += engine.advance(T0 + 3 * 3600)
+    kinds = [(e.event, e.at) for e in events]
+    assert [k for k, _ in kinds] == ["fired", "resolved"]
+    # pending from the boundary after the 5th mention (00:01:10 -> 00:02:00, not from
+    # 00:01:10, which would fire it at the look of 00:03:10), so it fires at 00:04:00
+    assert kinds[0][1] == T0 + 240
+    assert kinds[1][1] % 60 == 0

@@ -18,6 +18,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from monitor.models import AlertEvent
 from monitor.notify.email import EmailChannel, message_id
+from monitor.notify.notice import Notice
 
 T = 1_714_560_000.0
 
@@ -82,7 +83,8 @@ def channel(port: int, client: ssl.SSLContext, **kw: Any) -> EmailChannel:
                         password=kw.pop("password", "s3cret"), context=client, **kw)
 
 
-def ev(kind: str = "fired", **kw: Any) -> AlertEvent:
+def ev(kind: str = "fired", **kw: Any) -> Notice:
+    """A page (or, for a ``resolved`` event, a resolution) about a hostile event."""
     base: dict[str, Any] = dict(
         event=kind, rule="negative-thread-taking-off", severity="warning", scope="thread",
         key="reddit:t3_1abc", topic="acme", at=T,
@@ -96,7 +98,7 @@ def ev(kind: str = "fired", **kw: Any) -> AlertEvent:
                     "url": "https://www.reddit.com/r/acme/comments/1abc/\"><script>"},
                    {"author": "bob", "text": "same", "url": "javascript:alert(1)"}))
     base.update(kw)
-    return AlertEvent(**base)
+    return Notice("resolved" if kind == "resolved" else "page", AlertEvent(**base), incident=1)
 
 
 def test_a_multipart_message_arrives_over_starttls_with_auth(
@@ -106,8 +108,8 @@ def test_a_multipart_message_arrives_over_starttls_with_auth(
     assert got.outcome == "sent" and got.ref == message_id("1:fired:0:email")
     [msg] = inbox.messages
     assert inbox.envelopes[0].rcpt_tos == ["care@acme.example", "pr@acme.example"]
-    assert msg["Subject"].strip() == "[WARNING] fired: Negative thread taking off: Bcc: " \
-        "everyone@evil.example"
+    assert msg["Subject"].strip() == "[WARNING] Negative thread taking off: Bcc: " \
+        "everyone@evil.example (incident #1)"
     assert msg["Bcc"] is None and msg["X-Evil"] is None  # no header injection
     assert msg["Message-ID"] == got.ref and msg["In-Reply-To"] is None
     assert msg.get_content_type() == "multipart/alternative"

@@ -12,6 +12,7 @@ import pytest
 import respx
 
 from monitor.models import AlertEvent
+from monitor.notify.notice import Notice
 from monitor.notify.slack import SlackBot, SlackWebhook, render
 
 HOOK = "https://hooks.slack.com/services/T000/B000/XXXX"
@@ -38,6 +39,12 @@ def event(kind: str = "fired", **kw: Any) -> AlertEvent:
     return AlertEvent(**base)
 
 
+def page(kind: str = "page", **kw: Any) -> Notice:
+    """A notice about ``event(**kw)``; an escalation's or resolution's event kind follows."""
+    ev_kind = {"escalation": "escalated", "resolved": "resolved"}.get(kind, "fired")
+    return Notice(kind, event(ev_kind, **kw), incident=4)
+
+
 def texts(payload: dict[str, Any]) -> list[tuple[str, str]]:
     """Every (type, text) of the payload: the fallback and each block's text objects."""
     out = [("fallback", payload["text"])]
@@ -57,7 +64,7 @@ def texts(payload: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def test_hostile_posts_render_as_inert_text() -> None:
-    payload = render(event())
+    payload = render(page())
     everything = texts(payload)
     for kind, text in everything:
         if kind != "plain_text":  # mrkdwn and the fallback: nothing Slack would act on
@@ -78,30 +85,32 @@ def test_hostile_posts_render_as_inert_text() -> None:
 
 
 def test_the_message_carries_the_numbers_playbook_and_why() -> None:
-    blocks = render(event())["attachments"][0]["blocks"]
+    blocks = render(page())["attachments"][0]["blocks"]
     assert blocks[0]["type"] == "header" and "Negative thread taking off" in \
         blocks[0]["text"]["text"]
     fields = [f["text"] for f in blocks[1]["fields"]]
     assert fields == ["*Mentions (30m)*\n31", "*Negative*\n71%", "*People*\n28",
                       "*Reach*\n12,500"]
-    topic = render(event(scope="topic", key="acme", signals={
+    topic = render(page(scope="topic", key="acme", signals={
         "window": "30m", "mentions": 89, "expected": 37, "ratio": 2.4}))
     first = topic["attachments"][0]["blocks"][1]["fields"][0]["text"]
     assert first == "*Mentions (30m)*\n89 vs 37 expected (2.4x)"
     assert any("*Playbook*\nReply publicly within 15 minutes" in t for _, t in
-               texts(render(event())))
-    assert texts(render(event()))[-1][1] == \
-        "Rule negative-thread-taking-off, thread reddit:t3_1abc, at 2024-05-01T09:40:00Z"
+               texts(render(page())))
+    assert texts(render(page()))[-1][1] == \
+        "Rule negative-thread-taking-off, thread reddit:t3_1abc, at 2024-05-01T09:40:00Z, " \
+        "incident #4"
 
 
 def test_updates_say_what_they_update_unless_threaded() -> None:
-    alone = render(event("escalated", severity="critical"))
+    alone = render(page("escalation", severity="critical"))
     head = alone["attachments"][0]["blocks"][0]["text"]["text"]
-    assert "Escalated (update to the negative-thread-taking-off alert on a thread in acme)" \
+    assert "Escalated to CRITICAL (update to incident #4, a thread in acme): Negative" \
         in head and alone["attachments"][0]["color"] == "#d40e0d"
-    threaded = render(event("escalated", severity="critical"), threaded=True)
-    assert "Escalated: Negative thread" in threaded["attachments"][0]["blocks"][0]["text"]["text"]
-    resolved = render(event("resolved"), threaded=True)
+    threaded = render(page("escalation", severity="critical"), threaded=True)
+    assert "Escalated to CRITICAL: Negative thread" in \
+        threaded["attachments"][0]["blocks"][0]["text"]["text"]
+    resolved = render(page("resolved"), threaded=True)
     assert resolved["attachments"][0]["color"] == "#2eb67d"
     assert not any("read this" in t for _, t in texts(resolved))  # no posts on resolution
 
@@ -118,7 +127,7 @@ def test_updates_say_what_they_update_unless_threaded() -> None:
 def test_webhook_answers(status: int, body: str, headers: dict[str, str], outcome: str,
                          after: float | None, setting: str | None) -> None:
     route = respx.post(HOOK).respond(status, text=body, headers=headers)
-    got = SlackWebhook(HOOK).send(render(event()), NOW)
+    got = SlackWebhook(HOOK).send(render(page()), NOW)
     assert (got.outcome, got.retry_after, got.setting) == (outcome, after, setting)
     assert body in got.detail
     sent = json.loads(route.calls[0].request.content)
@@ -145,7 +154,7 @@ def test_webhook_timeouts_and_refusals_are_retried() -> None:
 def test_bot_answers_with_http_200(answer: dict[str, Any], outcome: str,
                                    setting: str | None) -> None:
     route = respx.post("https://slack.com/api/chat.postMessage").respond(200, json=answer)
-    got = SlackBot("xoxb-1-2-3", "C024BE91L").send(render(event()), NOW,
+    got = SlackBot("xoxb-1-2-3", "C024BE91L").send(render(page()), NOW,
                                                    thread="1714559000.000100")
     assert (got.outcome, got.setting) == (outcome, setting)
     if outcome == "sent":

@@ -14,7 +14,10 @@ import respx
 
 from monitor.clock import FixedClock
 from monitor.models import AlertEvent
-from monitor.notify.outbox import Outbox, Route, router
+from monitor.notify.notice import Notice
+from monitor.notify.outbox import Outbox
+from monitor.notify.plan import Planner
+from monitor.notify.routes import Route, Routing
 from monitor.notify.webhook import Webhook
 from monitor.store import Store
 
@@ -22,8 +25,8 @@ URL = "https://ops.example.com/hooks/stormwatch"
 T = 1_714_560_000.0
 
 
-def ev(kind: str = "fired", step: int = 0) -> AlertEvent:
-    return AlertEvent(event=kind, rule="topic-negative-spike", severity="critical",
+def ev(kind: str = "fired", step: int = 0, severity: str = "critical") -> AlertEvent:
+    return AlertEvent(event=kind, rule="topic-negative-spike", severity=severity,
                       scope="topic", key="acme", topic="acme", at=T,
                       signals={"window": "30m", "mentions": 89, "expected": 37},
                       summary="acme: 89 mentions in 30m vs 37 expected",
@@ -35,7 +38,8 @@ def ev(kind: str = "fired", step: int = 0) -> AlertEvent:
 @respx.mock
 def test_the_body_is_the_contract_plus_evidence_signed_with_the_secret() -> None:
     route = respx.post(URL).respond(204)
-    got = Webhook(URL, secret="s3cr3t").deliver(ev(), None, T, "7:fired:0:webhook")
+    got = Webhook(URL, secret="s3cr3t").deliver(Notice("page", ev(), incident=7), None, T,
+                                                "7:fired:0:webhook")
     assert got.outcome == "sent"
     request = route.calls[0].request
     raw = request.content
@@ -49,12 +53,13 @@ def test_the_body_is_the_contract_plus_evidence_signed_with_the_secret() -> None
         "scope": "topic", "key": "acme", "topic": "acme", "at": "2024-05-01T10:40:00Z"}
     assert body["top_posts"][0]["text"] == "<script>alert(1)</script>"  # JSON-escaped data
     assert body["delivery"] == "7:fired:0:webhook" and body["signals"]["mentions"] == 89
+    assert (body["kind"], body["incident"], body["others"]) == ("page", 7, [])
 
 
 @respx.mock
 def test_without_a_secret_there_is_no_signature() -> None:
     route = respx.post(URL).respond(200)
-    Webhook(URL).deliver(ev(), None, T, "k")
+    Webhook(URL).deliver(Notice("page", ev()), None, T, "k")
     assert "X-Stormwatch-Signature" not in route.calls[0].request.headers
 
 
@@ -65,7 +70,7 @@ def test_without_a_secret_there_is_no_signature() -> None:
     (401, "permanent", None), (410, "permanent", None)])
 def test_answers(status: int, outcome: str, after: float | None) -> None:
     respx.post(URL).respond(status, headers={"Retry-After": "60"} if status == 429 else {})
-    got = Webhook(URL).deliver(ev(), None, T, "k")
+    got = Webhook(URL).deliver(Notice("page", ev()), None, T, "k")
     assert (got.outcome, got.retry_after) == (outcome, after)
     if outcome == "permanent":
         assert got.setting == "notify.webhook.url"
@@ -78,15 +83,17 @@ def test_through_the_outbox_each_event_has_its_own_key_and_goes_once(tmp_path: P
         route = respx.post(URL)
         route.side_effect = [httpx.Response(502), httpx.Response(200), httpx.Response(200)]
         with store.transaction() as conn:
-            store.add_events(conn, [ev(), ev("escalated", step=1)],
-                             route=router([Route("webhook", "info")]), now=T)
+            evs = [ev(severity="warning"), ev("escalated", step=1)]
+            Planner(Routing([Route("all", ("webhook",), "info")]), store,
+                    FixedClock(T)).record(conn, evs)
         clock = FixedClock(T)
         outbox = Outbox(store, {"webhook": Webhook(URL)}, clock)
         for _ in range(20):
             outbox.deliver_due()
             clock.advance(10)
         keys = [c.request.headers["Idempotency-Key"] for c in route.calls]
-        assert keys == ["1:fired:0:webhook", "1:fired:0:webhook", "1:escalated:1:webhook"]
+        # incident 1: its page (event 1, tried twice) and its escalation (event 2)
+        assert keys == ["1:page:1:webhook", "1:page:1:webhook", "1:escalation:2:webhook"]
         assert [d["status"] for d in store.list_deliveries()] == ["sent", "sent"]
     finally:
         store.close()

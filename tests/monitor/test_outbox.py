@@ -14,7 +14,9 @@ import respx
 
 from monitor.clock import FixedClock
 from monitor.models import AlertEvent
-from monitor.notify.outbox import Outbox, Route, router
+from monitor.notify.outbox import Outbox
+from monitor.notify.plan import Planner
+from monitor.notify.routes import Route, Routing
 from monitor.notify.slack import SlackBot, SlackChannel, SlackWebhook
 from monitor.store import Store
 
@@ -38,12 +40,13 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
-ROUTE = router([Route("slack", "warning", send_resolved=True)])
+ROUTING = Routing([Route("frontline", ("slack",), "warning", send_resolved=True)])
 
 
 def add(store: Store, *events: AlertEvent, now: float = T) -> None:
+    """Store events and plan their messages in one transaction, as the pipeline does."""
     with store.transaction() as conn:
-        store.add_events(conn, list(events), route=ROUTE, now=now)
+        Planner(ROUTING, store, FixedClock(now)).record(conn, list(events))
 
 
 def webhook_outbox(store: Store, clock: FixedClock) -> Outbox:
@@ -60,7 +63,8 @@ def drain(outbox: Outbox, clock: FixedClock, until: float, step: float = 5.0) ->
 def test_deliveries_are_written_with_their_events_or_not_at_all(store: Store) -> None:
     add(store, ev("fired"), ev("fired", severity="info", key="reddit:t3_quiet"))
     with pytest.raises(RuntimeError), store.transaction() as conn:
-        store.add_events(conn, [ev("fired", key="reddit:t3_b")], route=ROUTE, now=T)
+        evs = [ev("fired", key="reddit:t3_b", severity="critical")]
+        Planner(ROUTING, store, FixedClock(T)).record(conn, evs)
         raise RuntimeError("the batch failed after the events were written")
     rows = store.list_deliveries()
     assert [(d["channel"], d["status"]) for d in rows] == [("slack", "pending")]  # info: none
@@ -85,7 +89,7 @@ def test_ten_minutes_of_500s_then_each_event_is_sent_once_in_order(store: Store)
     drain(webhook_outbox(store, clock), clock, until=T + 3600)
     assert sent == ["WARNING fired: negative-thread-taking-off on a thread in acme",
                     "CRITICAL escalated: negative-thread-taking-off on a thread in acme",
-                    "WARNING resolved: negative-thread-taking-off on a thread in acme"]
+                    "RESOLVED: incident #1 on acme"]
     rows = store.list_deliveries()
     assert [d["status"] for d in rows] == ["sent"] * 3
     first = rows[0]["tries"]
@@ -180,8 +184,19 @@ def test_with_a_bot_token_updates_reply_in_the_first_messages_thread(store: Stor
         "1714560000.001", "1714560000.002", "1714560000.003"]
 
 
-def test_routes_pick_by_severity_and_resolution() -> None:
-    route = router([Route("pager", "critical", send_resolved=False), Route("slack", "info")])
-    assert route(ev("fired", severity="warning")) == ["slack"]
-    assert route(ev("escalated", severity="critical")) == ["pager", "slack"]
-    assert route(ev("resolved")) == ["slack"]
+def test_routes_pick_channels_by_severity_topic_rule_and_scope() -> None:
+    routing = Routing([
+        Route("pager", ("pager",), "critical", send_resolved=False),
+        Route("threads", ("care",), "warning", scope="thread", topics=frozenset({"acme"})),
+        Route("all", ("slack", "pager"), "info", rules=frozenset({"volume-spike"}))])
+
+    def chosen(rule: str, scope: str, topic: str, severity: str) -> dict[str, str]:
+        return {c: r.name for c, r in routing.channels(rule, scope, topic, severity, T).items()}
+
+    assert chosen("negative-thread-taking-off", "thread", "acme", "warning") == {
+        "care": "threads"}
+    assert chosen("negative-thread-taking-off", "thread", "other", "warning") == {}
+    assert chosen("topic-negative-spike", "topic", "acme", "critical") == {"pager": "pager"}
+    # a channel named twice is told once, under the first route that names it
+    assert chosen("volume-spike", "topic", "acme", "critical") == {
+        "pager": "pager", "slack": "all"}
