@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from scenarios import generate, write  # noqa: E402
+from scenarios import generate, seeds_from, write  # noqa: E402
 
 PAGE = {"warning", "critical"}
 GRACE = 2 * 3600  # pages this long after a must-page incident's end still belong to it
@@ -108,14 +108,6 @@ def run_seed(seed: int, rules: str, config: str, days: int) -> Verdict:
                          f"{proc.stderr.decode()[-2000:]}")
     events = [orjson.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     return judge(events, labels, seed)
-
-
-def seeds_from(spec: str) -> list[int]:
-    out: list[int] = []
-    for part in spec.split(","):
-        lo, _, hi = part.partition("-")
-        out.extend(range(int(lo), int(hi or lo) + 1))
-    return out
 
 
 def main() -> None:

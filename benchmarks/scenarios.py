@@ -271,6 +271,15 @@ class World:
         return m
 
 
+def seeds_from(spec: str) -> list[int]:
+    """``"1-30"``, ``"1,5,9"`` or ``"1-3,7"`` -> the seeds."""
+    out: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from monitor.detect import rounded
+from monitor.detect import Signals, rounded
 from monitor.models import AlertEvent
 from monitor.rules import Rule, render
 
@@ -58,7 +58,8 @@ class AlertBook:
     def active_keys(self, scope: str) -> set[str]:
         return {k for (_, k), st in self.open.items() if st.scope == scope}
 
-    def evaluate(self, rule: Rule, key: str, topic: str, at: float, signals: dict[str, Any],
+    def evaluate(self, rule: Rule, key: str, topic: str, at: float,
+                 signals: Signals | dict[str, Any],
                  evidence: Callable[[float], list[dict[str, Any]]], *, prompt: bool = False
                  ) -> AlertEvent | None:
         ident = (rule.name, key)
@@ -94,7 +95,7 @@ class AlertBook:
         return None
 
     def _fire(self, rule: Rule, ident: tuple[str, str], topic: str, at: float,
-              signals: dict[str, Any], evidence: Callable[[float], list[dict[str, Any]]]
+              signals: Signals | dict[str, Any], evidence: Callable[[float], list[dict[str, Any]]]
               ) -> AlertEvent | None:
         step = rule.step_at(signals)
         last = self.last_fired.get(ident)
@@ -107,7 +108,8 @@ class AlertBook:
         return self._event("fired", rule, ident[1], st, at, signals, evidence)
 
     def _event(self, kind: str, rule: Rule, key: str, st: AlertState, at: float,
-               signals: dict[str, Any], evidence: Callable[[float], list[dict[str, Any]]] | None
+               signals: Signals | dict[str, Any],
+               evidence: Callable[[float], list[dict[str, Any]]] | None
                ) -> AlertEvent:
         shown = rounded(signals, rule.window)
         values = {**shown, "rule": rule.name, "severity": st.severity, "scope": rule.scope,

@@ -296,11 +296,12 @@ def send_pending(outbox: Outbox, store: Store, clock: Clock, send_for: float,
     seconds; returns the outbox summary then."""
     deadline = clock.monotonic() + send_for
     while True:
-        outbox.deliver_due()
+        sent = outbox.deliver_due()
         summary = store.outbox_summary()
         if not summary["pending"] or clock.monotonic() >= deadline:
             return summary
-        clock.sleep(min(1.0, max(0.0, deadline - clock.monotonic())))
+        if not sent:  # what is left waits for a retry (or for an earlier message)
+            clock.sleep(min(1.0, max(0.0, deadline - clock.monotonic())))
 
 
 def _collect(pool: SentimentPool, items: list[Mention], job: Any) -> None:

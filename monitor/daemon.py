@@ -377,7 +377,9 @@ class Daemon:
                 if self.clock.monotonic() >= next_remind:
                     next_remind = self.clock.monotonic() + REMIND_EVERY
                     self.outbox.remind()
-                self.outbox.deliver_due()
+                for _ in range(10):  # a message sent may free the next of its incident
+                    if not self.outbox.deliver_due():
+                        break
             except Exception as e:  # noqa: BLE001 - the outbox must outlive faults
                 log.error("outbox: %s", e)
             self._outbox_wake.wait(OUTBOX_EVERY)  # at once when an alert was just stored

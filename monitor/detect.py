@@ -9,6 +9,7 @@ Everything is event time; state is small and JSON-able.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from monitor.models import NEGATIVE_COMPOUND, iso
@@ -49,29 +50,9 @@ class Scope:
         self.next_look = 0      # the engine looks again, mid-minute, at this total
 
     # -- signals ---------------------------------------------------------------------
-    def signals(self, span: int, fkey: str, now: float) -> dict[str, Any]:
-        w = self.windows[(span, fkey)]
-        n = w.n
-        hours = span / 3600.0
-        out: dict[str, Any] = {
-            "mentions": n, "unique_authors": len(w.authors), "negative": w.neg,
-            "negative_share": w.neg / n if n else 0.0, "sentiment": w.csum / n if n else 0.0,
-            "engagement": w.eng, "reach": w.reach, "velocity": n / hours,
-            "previous": w.prev_n, "acceleration": (n - w.prev_n) / hours,
-            "growth": n / max(w.prev_n, 1), "top_author_share": w.top_author_share(),
-        }
-        if self.scope == "thread":
-            out["total"] = self.total
-            out["age_minutes"] = (now - self.first_seen) / 60.0 if self.total else 0.0
-        elif self.baseline is not None:
-            expected = self.baseline.expected(now - span, now)
-            if expected is None:
-                out["warming_up"] = True
-            else:
-                out["expected"] = expected
-                out["ratio"] = n / max(expected, RATIO_FLOOR)
-                out["zscore"] = self.spread[span].z(log_ratio(n, expected))
-        return out
+    def signals(self, span: int, fkey: str, now: float) -> Signals:
+        """The window's signals at ``now``, each computed when first asked for."""
+        return Signals(self, self.windows[(span, fkey)], span, now)
 
     def learn(self, now: float, protect_z: float = 2.5) -> None:
         """Teach each window's spread from this minute, unless it looks anomalous.
@@ -158,7 +139,85 @@ class Scope:
         return scope
 
 
-def rounded(signals: dict[str, Any], window: int) -> dict[str, Any]:
+def _expected(s: Scope, w: RollingWindow, span: int, now: float) -> float | None:
+    return s.baseline.expected(now - span, now) if s.baseline is not None else None
+
+
+def _ratio(s: Scope, w: RollingWindow, span: int, now: float) -> float | None:
+    expected = _expected(s, w, span, now)
+    return None if expected is None else w.n / max(expected, RATIO_FLOOR)
+
+
+def _zscore(s: Scope, w: RollingWindow, span: int, now: float) -> float | None:
+    expected = _expected(s, w, span, now)
+    return None if expected is None else s.spread[span].z(log_ratio(w.n, expected))
+
+
+_Fn = Callable[["Scope", RollingWindow, int, float], Any]
+_COMMON: dict[str, _Fn] = {
+    "mentions": lambda s, w, span, now: w.n,
+    "unique_authors": lambda s, w, span, now: len(w.authors),
+    "negative": lambda s, w, span, now: w.neg,
+    "negative_share": lambda s, w, span, now: w.neg / w.n if w.n else 0.0,
+    "sentiment": lambda s, w, span, now: w.csum / w.n if w.n else 0.0,
+    "engagement": lambda s, w, span, now: w.eng,
+    "reach": lambda s, w, span, now: w.reach,
+    "velocity": lambda s, w, span, now: w.n / (span / 3600.0),
+    "previous": lambda s, w, span, now: w.prev_n,
+    "acceleration": lambda s, w, span, now: (w.n - w.prev_n) / (span / 3600.0),
+    "growth": lambda s, w, span, now: w.n / max(w.prev_n, 1),
+    "top_author_share": lambda s, w, span, now: w.top_author_share(),
+}
+_BY_SCOPE: dict[str, dict[str, _Fn]] = {
+    "thread": {**_COMMON,
+               "total": lambda s, w, span, now: s.total,
+               "age_minutes": lambda s, w, span, now:
+                   (now - s.first_seen) / 60.0 if s.total else 0.0},
+    "topic": {**_COMMON, "expected": _expected, "ratio": _ratio, "zscore": _zscore,
+              "warming_up": lambda s, w, span, now:
+                  True if _expected(s, w, span, now) is None else None},
+}
+
+
+class Signals:
+    """The numbers rules compare, for one window at one moment, each computed the first
+    time it is asked for: a look between minute boundaries usually needs two or three
+    of them (the first condition of a rule that fails ends it). ``items()`` gives them
+    all, as an alert carries them (a topic warming up: ``warming_up``, no expected)."""
+
+    __slots__ = ("scope", "w", "span", "now", "_got")
+
+    def __init__(self, scope: Scope, w: RollingWindow, span: int, now: float) -> None:
+        self.scope, self.w, self.span, self.now = scope, w, span, now
+        self._got: dict[str, Any] = {}
+
+    def get(self, name: str, default: Any = None) -> Any:
+        got = self._got
+        if name in got:
+            value = got[name]
+            return default if value is None else value
+        fn = _BY_SCOPE[self.scope.scope].get(name)
+        if fn is None:
+            return default
+        value = got[name] = fn(self.scope, self.w, self.span, self.now)
+        return default if value is None else value
+
+    def __getitem__(self, name: str) -> Any:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def items(self) -> list[tuple[str, Any]]:
+        out = []
+        for name in _BY_SCOPE[self.scope.scope]:
+            value = self.get(name)
+            if value is not None:
+                out.append((name, value))
+        return out
+
+
+def rounded(signals: Signals | dict[str, Any], window: int) -> dict[str, Any]:
     """Signals as an alert carries them: floats rounded, the window named, 'current' set."""
     out: dict[str, Any] = {"window": format_duration(window), "current": signals["mentions"]}
     for k, v in signals.items():

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     AfterValidator,
@@ -91,13 +91,19 @@ def format_duration(seconds: int) -> str:
     return f"{seconds}s"
 
 
+class SignalSource(Protocol):
+    """Where conditions read signals: a dict, or ``monitor.detect.Signals`` (lazy)."""
+
+    def get(self, name: str, default: Any = None) -> Any: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Condition:
     signal: str
     op: str
     value: float
 
-    def holds(self, signals: dict[str, Any]) -> bool:
+    def holds(self, signals: SignalSource) -> bool:
         v = signals.get(self.signal)
         return v is not None and OPS[self.op](float(v), self.value)
 
@@ -281,10 +287,10 @@ class Rule:
         """Windows are shared by rules with the same span and keyword filter."""
         return "|".join(self.match) if self.match else ""
 
-    def holds(self, signals: dict[str, Any]) -> bool:
+    def holds(self, signals: SignalSource) -> bool:
         return all(c.holds(signals) for c in self.conditions)
 
-    def step_at(self, signals: dict[str, Any]) -> int:
+    def step_at(self, signals: SignalSource) -> int:
         """The highest escalation step whose conditions hold (0: none)."""
         best = 0
         for i, step in enumerate(self.steps, 1):

@@ -24,7 +24,7 @@ class RollingWindow:
     """
 
     __slots__ = ("span", "recent", "previous", "n", "neg", "csum", "eng", "reach",
-                 "authors", "prev_n", "end")
+                 "authors", "prev_n", "end", "top", "top_stale")
 
     def __init__(self, span: int) -> None:
         self.span = span
@@ -37,6 +37,8 @@ class RollingWindow:
         self.eng = 0
         self.reach = 0
         self.authors: dict[str, int] = {}
+        self.top = 0             # the most mentions by one author (when not stale)
+        self.top_stale = False   # an author at the top lost mentions: recount on asking
         self.prev_n = 0
         self.end = 0.0
 
@@ -64,7 +66,9 @@ class RollingWindow:
         ba = bucket[6]
         ba[author] = ba.get(author, 0) + 1
         authors = self.authors
-        authors[author] = authors.get(author, 0) + 1
+        c = authors[author] = authors.get(author, 0) + 1
+        if c > self.top:
+            self.top = c
         return True
 
     def add_engagement(self, ts: float, delta: int) -> bool:
@@ -137,7 +141,10 @@ class RollingWindow:
             self.csum -= b[3]
             self.eng -= b[4]
             self.reach -= b[5]
+            top = self.top
             for a, c in b[6].items():
+                if authors[a] == top:
+                    self.top_stale = True
                 left = authors[a] - c
                 if left:
                     authors[a] = left
@@ -152,7 +159,15 @@ class RollingWindow:
             self.csum = 0.0  # no float drift on an empty window
 
     def top_author_share(self) -> float:
-        return max(self.authors.values()) / self.n if self.n else 0.0
+        """The share of the window's mentions by its most active author. The top count
+        is kept as mentions come and recounted only after it may have left the window
+        (a busy topic has thousands of authors: a scan per question would dominate)."""
+        if not self.n:
+            return 0.0
+        if self.top_stale:
+            self.top = max(self.authors.values(), default=0)
+            self.top_stale = False
+        return self.top / self.n
 
     def empty(self) -> bool:
         return not self.recent and not self.previous
@@ -177,6 +192,7 @@ class RollingWindow:
             w.reach += bucket[5]
             for a, c in bucket[6].items():
                 w.authors[a] = w.authors.get(a, 0) + c
+            w.top_stale = True
         for b in s["previous"]:
             w.previous.append([int(b[0]), int(b[1])])
             w.prev_n += int(b[1])

@@ -173,6 +173,8 @@ delivery_attempts = sa.Table(
 
 ENGINE_STATE = "engine"  # the engine_state row of the engine (replay --db and run share it)
 
+UNSENT = ("pending", "sending")  # a delivery not sent yet; sending: a send was under way
+
 SOURCE_HEALTH = ("last_poll", "last_success", "last_error", "last_error_at",
                  "errors_in_a_row", "lag", "newest_at", "day", "mentions_today",
                  "mentions_total")
@@ -469,21 +471,23 @@ class Store:
 
     # -- the outbox ------------------------------------------------------------------
     def due_deliveries(self, now: float, limit: int) -> list[dict[str, Any]]:
-        """Pending deliveries whose time has come, oldest first, each only when no earlier
-        delivery of the same incident to the same channel is still pending (in order)."""
+        """Unsent deliveries whose time has come, oldest first, each only when no earlier
+        delivery of the same incident to the same channel is still unsent (in order).
+        One left ``sending`` is in doubt: a process died while sending it."""
         d, d2 = deliveries, deliveries.alias("earlier")
         earlier = sa.exists().where(d2.c.incident_id == d.c.incident_id,
                                     d2.c.channel == d.c.channel,
-                                    d2.c.status == "pending", d2.c.id < d.c.id)
-        q = (sa.select(d.c.id, d.c.channel, d.c.key, d.c.attempts, d.c.created_at, d.c.alert_id,
-                       d.c.incident_id, d.c.kind,
+                                    d2.c.status.in_(UNSENT), d2.c.id < d.c.id)
+        q = (sa.select(d.c.id, d.c.channel, d.c.key.label("delivery_key"), d.c.attempts,
+                       d.c.created_at, d.c.alert_id,
+                       d.c.incident_id, d.c.kind, d.c.status, d.c.next_at,
                        alert_events.c.event, alert_events.c.severity, alert_events.c.step,
                        alert_events.c.at, alert_events.c.summary, alert_events.c.playbook,
                        alert_events.c.signals, alert_events.c.top_posts, alerts.c.rule,
                        alerts.c.scope, alerts.c.key, alerts.c.topic)
              .join(alert_events, alert_events.c.id == d.c.event_id)
              .join(alerts, alerts.c.id == d.c.alert_id)
-             .where(d.c.status == "pending", d.c.next_at <= now, ~earlier)
+             .where(d.c.status.in_(UNSENT), d.c.next_at <= now, ~earlier)
              .order_by(d.c.id).limit(limit))
         with self._errors("reading the outbox"), self.engine.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(q)]
@@ -492,17 +496,29 @@ class Store:
             r["top_posts"] = orjson.loads(r["top_posts"])
         return rows
 
-    def message_context(self, incident_id: int, channel: str
+    def message_context(self, incident_id: int, channel: str, at: float
                         ) -> tuple[dict[str, Any], list[dict[str, Any]], str | None]:
-        """For rendering a message: the incident, its alerts, and the service's handle on
-        the first message sent about it on this channel (updates reply in its thread)."""
+        """For rendering a message about event time ``at``: the incident, its alerts as
+        they stood then (opened by then; firing or resolved, at the severity of their
+        latest event by then), and the service's handle on the first message sent about
+        it on this channel (updates reply in its thread)."""
         q = (sa.select(deliveries.c.ref).where(
             deliveries.c.incident_id == incident_id, deliveries.c.channel == channel,
             deliveries.c.status == "sent", deliveries.c.ref.is_not(None))
              .order_by(deliveries.c.id).limit(1))
         with self._errors("reading the outbox"), self.engine.connect() as conn:
-            return (self.get_incident(conn, incident_id),
-                    self.incident_alerts(conn, incident_id), conn.execute(q).scalar())
+            members = []
+            for a in self.incident_alerts(conn, incident_id):
+                last = conn.execute(
+                    sa.select(alert_events.c.event, alert_events.c.severity)
+                    .where(alert_events.c.alert_id == a["id"], alert_events.c.at <= at)
+                    .order_by(alert_events.c.at.desc(), alert_events.c.id.desc())
+                    .limit(1)).first()
+                if last is not None:
+                    members.append({**a, "severity": last.severity,
+                                    "state": "resolved" if last.event == "resolved"
+                                    else "firing"})
+            return self.get_incident(conn, incident_id), members, conn.execute(q).scalar()
 
     def volume(self, *, thread: str | None, topic: str | None, end: float, span: float,
                step: float) -> list[int]:
@@ -523,6 +539,13 @@ class Store:
                 if 0 <= i < len(counts):
                     counts[i] += 1
         return counts
+
+    def mark_sending(self, delivery_id: int, at: float) -> None:
+        """Committed before a send: if the process dies before the answer is recorded, the
+        delivery is found ``sending`` (in doubt) after the restart, not merely pending."""
+        with self.transaction() as conn:
+            conn.execute(deliveries.update().where(deliveries.c.id == delivery_id)
+                         .values(status="sending", next_at=at))
 
     def record_attempt(self, delivery_id: int, at: float, outcome: str, detail: str, *,
                        status: str, next_at: float | None = None,
@@ -549,7 +572,8 @@ class Store:
             failed = conn.execute(sa.select(deliveries.c.channel, deliveries.c.last_error)
                                   .where(deliveries.c.status == "failed")
                                   .order_by(deliveries.c.id.desc()).limit(1)).first()
-        return {"pending": counts.get("pending", 0), "sent": counts.get("sent", 0),
+        return {"pending": counts.get("pending", 0) + counts.get("sending", 0),
+                "sent": counts.get("sent", 0),
                 "failed": counts.get("failed", 0),
                 "last_failure": f"{failed[0]}: {failed[1]}" if failed else None}
 

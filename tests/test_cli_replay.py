@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from monitor.cli import app
-from monitor.models import iso
+from monitor.models import iso, parse_time
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,7 +242,6 @@ def test_replay_notify_sends_each_incident_in_three_messages_or_fewer(tmp_path: 
         r = runner.invoke(app, ["replay", str(SAMPLE), "--config", str(cfg), "--notify",
                                 "--quiet", "--db", f"sqlite:///{tmp_path / 'n.db'}"])
         assert r.exit_code == 0, r.output
-        texts = [m["text"] for m in slack.messages]
     assert "messages: 6 sent, 0 pending, 0 failed" in r.stderr
     by_incident: dict[str, list[str]] = {}
     for m in slack.messages:  # in order per incident (a retry does not hold up the others)
@@ -257,6 +256,23 @@ def test_replay_notify_sends_each_incident_in_three_messages_or_fewer(tmp_path: 
          "RESOLVED: incident #3 on acme"]]
     heads = [m["attachments"][0]["blocks"][0]["text"]["text"] for m in slack.messages]
     assert sum("Escalated to CRITICAL (update to incident #" in h for h in heads) == 2
+    page = next(m for m in slack.messages if "negative-thread" in m["text"])
+    blocks = page["attachments"][0]["blocks"]
+    why = blocks[-1]["elements"][0]["text"]
+    assert why.startswith("Rule negative-thread-taking-off, thread bluesky:at://did:plc:")
+    # the chart: the thread's own replies over the six hours before the page, counted
+    # here from the sample itself
+    [chart] = [b["elements"][0]["text"] for b in blocks
+               if b["type"] == "context" and "15 min bars" in b["elements"][0]["text"]]
+    thread = why.split("thread ")[1].split(", at ")[0]
+    end = parse_time(why.split(", at ")[1].split(",")[0]) + 1
+    with gzip.open(SAMPLE) as f:
+        times = [parse_time(o["created_at"]) for o in map(orjson.loads, f)
+                 if o.get("thread_id", o["id"]) == thread]
+    bars = [sum(1 for t in times if end - 6 * 3600 + 900 * i <= t < end - 6 * 3600 + 900 * (
+        i + 1)) for i in range(24)]
+    assert chart.endswith(f"last 6 h, 15 min bars, peak {max(bars)} mentions"), chart
+    assert chart[:24].index("█") == bars.index(max(bars))
     r = runner.invoke(app, ["alerts", "list", "--all", "--db",
                             f"sqlite:///{tmp_path / 'n.db'}"])
     assert r.exit_code == 0 and "topic-negative-spike" in r.stdout, r.output

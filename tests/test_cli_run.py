@@ -232,6 +232,15 @@ def test_a_storm_of_faults_is_logged_retried_and_loses_nothing(
     assert len(script.cursors) >= 2  # it reconnected
 
 
+def angry_thread(reddit: FakeReddit) -> None:
+    """Thirty angry comments from thirty people in one Reddit thread, ten to twenty
+    minutes ago (event time is already past them when the clock ticks)."""
+    now = time.time()
+    reddit.state.add(*(comment(f"x{i:02d}", now - 1200 + 20 * i,
+                               "acme lost my refund again, this is terrible and I am furious",
+                               link="t3_angry", author=f"angry{i}") for i in range(30)))
+
+
 def test_a_thread_taking_off_reaches_slack_through_the_outbox(
         tmp_path: Path, peers: tuple[FakeReddit, FeedServer]) -> None:
     """Thirty angry comments in one thread on Reddit: the daemon fires the shipped rule
@@ -239,11 +248,7 @@ def test_a_thread_taking_off_reaches_slack_through_the_outbox(
     from tests.fakes.slack import FakeSlack
 
     reddit, _ = peers
-    now = time.time()
-    # ten to twenty minutes ago: event time is already past them when the clock ticks
-    reddit.state.add(*(comment(f"x{i:02d}", now - 1200 + 20 * i,
-                               "acme lost my refund again, this is terrible and I am furious",
-                               link="t3_angry", author=f"angry{i}") for i in range(30)))
+    angry_thread(reddit)
     with FakeSlack() as slack:
         slack.failures.append((500, "rollup_error"))
         cfg = config(tmp_path, reddit, peers[1], "slack", rss=False, search=False,
@@ -261,3 +266,49 @@ def test_a_thread_taking_off_reaches_slack_through_the_outbox(
     blocks = fired[0]["attachments"][0]["blocks"]
     assert "Negative thread taking off" in blocks[0]["text"]["text"]
     assert any("acme lost my refund" in json.dumps(b) for b in blocks)
+
+
+def test_killed_during_a_send_the_alert_arrives_once_after_the_restart(
+        tmp_path: Path, peers: tuple[FakeReddit, FeedServer]) -> None:
+    """The daemon posts the page to Slack's bot API and is killed (SIGKILL) before Slack's
+    answer comes back. After the restart the delivery is in doubt; the daemon finds the
+    message in the channel by its key (message metadata) and does not post it again."""
+    from tests.fakes.slack import TOKEN, FakeSlackApi
+
+    reddit, _ = peers
+    angry_thread(reddit)
+    with FakeSlackApi() as slack:
+        slack.stall()
+        cfg = config(tmp_path, reddit, peers[1], "crash", rss=False, search=False,
+                     extra=f"notify:\n  channels:\n    care:\n      type: slack\n"
+                           f"      bot_token: {TOKEN}\n      channel: C0CARE\n"
+                           f"      api_url: {slack.api}\n")
+        proc = start(cfg)
+        until(lambda: len(slack.posted) == 1, timeout=90)
+        proc.kill()  # Slack has the message; the daemon never hears that it arrived
+        proc.communicate(timeout=15)
+        slack.release()
+        db = Store.open(f"sqlite:///{tmp_path / 'crash'}.db")
+        try:
+            [d] = db.list_deliveries()
+            assert d["status"] == "sending"  # in doubt
+        finally:
+            db.close()
+
+        proc = start(cfg)
+        try:
+            def settled() -> bool:
+                s = Store.open(f"sqlite:///{tmp_path / 'crash'}.db")
+                try:
+                    return [x["status"] for x in s.list_deliveries()] == ["sent"]
+                finally:
+                    s.close()
+            until(settled, timeout=60)
+        finally:
+            code, err, _ = stop(proc)
+        posted = list(slack.posted)
+    assert code == 0, err
+    assert len(posted) == 1, [p["text"] for p in posted]  # once, not twice
+    assert "found by its key" in json.dumps(Store.open(
+        f"sqlite:///{tmp_path / 'crash'}.db").list_deliveries()[0]["tries"])
+    assert posted[0]["metadata"]["event_payload"]["delivery"].endswith(":care")

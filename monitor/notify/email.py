@@ -61,7 +61,8 @@ def compose(notice: Notice, *, sender: str, to: list[str], key: str, now: float,
         msg["References"] = thread
     s = ev.signals
     numbers = [f"Mentions ({s.get('window', '')}): {s.get('mentions', '?')}"
-               + (f" vs {s['expected']} expected" if s.get("expected") is not None else ""),
+               + (f" vs {float(s['expected']):.0f} expected ({float(s.get('ratio') or 0):.1f}x)"
+                  if s.get("expected") is not None else ""),
                f"Negative: {round(100 * float(s.get('negative_share') or 0))}%",
                f"People: {s.get('unique_authors', '?')}"]
     chart = notice.chart()
@@ -70,7 +71,7 @@ def compose(notice: Notice, *, sender: str, to: list[str], key: str, now: float,
     posts = [] if notice.kind == "resolved" else list(ev.top_posts[:3])
     others = [f"{a['rule']} on {a['scope']} {one_line(a['key'], 200)}: {a['state']}, "
               f"{a['severity']}" for a in notice.others[:10]]
-    lines = [one_line(ev.summary or ev.rule, 300),
+    lines = [_headline(notice),
              f"{ev.event} on {where}, {iso(ev.at)}, incident #{notice.incident}", "",
              *numbers, ""]
     for p in posts:
@@ -89,6 +90,13 @@ def compose(notice: Notice, *, sender: str, to: list[str], key: str, now: float,
     return msg
 
 
+def _headline(notice: Notice) -> str:
+    ev = notice.event
+    if notice.kind == "resolved":
+        return f"Incident #{notice.incident} on {one_line(ev.topic, 100)} is back to normal"
+    return one_line(ev.summary or ev.rule, 300)
+
+
 def _html(notice: Notice, numbers: list[str], posts: list[dict[str, Any]],
           others: list[str]) -> str:
     ev = notice.event
@@ -103,7 +111,7 @@ def _html(notice: Notice, numbers: list[str], posts: list[dict[str, Any]],
                 if ev.playbook and notice.kind != "resolved" else "")
     also = ("<h3>Also in this incident</h3><ul>" + "".join(f"<li>{e(o)}</li>" for o in others)
             + "</ul>" if others else "")
-    return (f"<html><body><h2>{e(one_line(ev.summary or ev.rule, 300))}</h2>"
+    return (f"<html><body><h2>{e(_headline(notice))}</h2>"
             f"<p>{e(ev.event)} on {e(notice.where)}, {e(iso(ev.at))}, "
             f"incident #{notice.incident}</p>"
             f"<p>{'<br>'.join(e(n) for n in numbers)}</p>"

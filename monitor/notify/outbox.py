@@ -16,10 +16,12 @@ acknowledged within a route's ``escalate.after`` goes to its ``escalate.to`` cha
 (once), and one still open and unacknowledged with nothing new for ``repeat`` is
 mentioned again.
 
-At least once: a crash between a send and its record sends it again after the restart;
-the idempotency key (incident, kind, event, channel) makes the row itself unique, and
-receivers that honour it (the webhook's ``Idempotency-Key``, the email's Message-ID)
-see the same message twice at most, never two different ones.
+Exactly once in practice: a delivery is marked ``sending`` (committed) before its send,
+so a process that dies mid-send leaves it in doubt, not merely pending. After the
+restart the channel is asked whether it arrived where the service can tell (Slack's bot
+API: each message carries its idempotency key as message metadata); otherwise it is
+sent again with the same key (incident, kind, event, channel), which a webhook receiver
+gets as ``Idempotency-Key`` and a mail client as the Message-ID.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class Channel(Protocol):
 
     def deliver(self, notice: Notice, thread: str | None, now: float, key: str) -> Result: ...
 
+    # optional: ``confirm(key, thread, since) -> Result | None``: did the message with this
+    # key arrive (sent, with its ref), or is it known absent, or (None) cannot it tell
+
 
 class Outbox:
     def __init__(self, store: Store, channels: Mapping[str, Channel],
@@ -79,8 +84,8 @@ class Outbox:
     def notice(self, row: dict[str, Any]) -> tuple[Notice, str | None]:
         """The notice a delivery row stands for, and the thread to reply in."""
         ev = _event(row)
-        incident, members, thread = self.store.message_context(row["incident_id"],
-                                                               row["channel"])
+        incident, members, thread = self.store.message_context(
+            row["incident_id"], row["channel"], ev.at)
         others = tuple(a for a in members if a["id"] != row["alert_id"])
         series = self.store.volume(
             thread=ev.key if ev.scope == "thread" else None, topic=ev.topic,
@@ -98,7 +103,12 @@ class Outbox:
         else:
             try:
                 notice, thread = self.notice(row)
-                result = channel.deliver(notice, thread, now, row["key"])
+                result = None
+                if row["status"] == "sending":
+                    result = self._in_doubt(channel, row, thread)
+                if result is None:
+                    self.store.mark_sending(row["id"], now)
+                    result = channel.deliver(notice, thread, now, row["delivery_key"])
             except Exception as e:  # noqa: BLE001 - a notifier bug must not stop the outbox
                 log.exception("%s: delivering failed unexpectedly", row["channel"])
                 result = Result.retry(f"unexpected error: {type(e).__name__}")
@@ -121,6 +131,25 @@ class Outbox:
         self.store.record_attempt(row["id"], now, "failed", result.detail + hint + gave_up,
                                   status="failed")
         return False
+
+
+    def _in_doubt(self, channel: Channel, row: dict[str, Any], thread: str | None
+                  ) -> Result | None:
+        """A send was under way when the process died: did it arrive? Asked of the
+        service where it can tell (Slack's bot API: the message carries its key); else
+        it is sent again, with the same key (a webhook receiver's Idempotency-Key, an
+        email's Message-ID: receivers that dedupe see it once)."""
+        confirm = getattr(channel, "confirm", None)
+        found = (confirm(row["delivery_key"], thread, row["next_at"]) if confirm is not None
+                 else None)
+        if found is not None and found.outcome == "sent":
+            log.info("%s: a message in doubt after a restart had arrived: not sent again",
+                     row["channel"])
+            return Result.sent("it had arrived before the restart (found by its key)",
+                               ref=found.ref)
+        log.warning("%s: a message in doubt after a restart is sent again (same key)",
+                    row["channel"])
+        return None
 
 
 def _event(row: dict[str, Any]) -> AlertEvent:

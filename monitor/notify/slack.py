@@ -65,9 +65,9 @@ def render(notice: Notice, *, threaded: bool = False) -> dict[str, Any]:
     if "mentions" in s:
         line = f"*Mentions ({slack_escape(str(window))})*\n{s['mentions']}"
         if s.get("expected") is not None:
-            line += f" vs {s['expected']} expected"
+            line += f" vs {float(s['expected']):.0f} expected"
             if s.get("ratio") is not None:
-                line += f" ({s['ratio']}x)"
+                line += f" ({float(s['ratio']):.1f}x)"
         fields.append(_mrkdwn(line))
     if s.get("negative_share") is not None:
         fields.append(_mrkdwn(f"*Negative*\n{round(100 * float(s['negative_share']))}%"))
@@ -163,11 +163,14 @@ class SlackBot:
         self._token = token
         self.client = client or httpx.Client(timeout=TIMEOUT)
 
-    def send(self, payload: dict[str, Any], now: float, thread: str | None = None) -> Result:
+    def send(self, payload: dict[str, Any], now: float, thread: str | None = None,
+             key: str | None = None) -> Result:
         body = {**payload, "channel": self.channel, "unfurl_links": False,
                 "unfurl_media": False}
         if thread:
             body["thread_ts"] = thread
+        if key:  # so that after a crash mid-send, ``confirm`` can find it
+            body["metadata"] = {"event_type": METADATA_TYPE, "event_payload": {"delivery": key}}
         try:
             r = self.client.post(f"{self.api}/chat.postMessage", json=body,
                                  headers={"Authorization": f"Bearer {self._token}"})
@@ -197,6 +200,31 @@ class SlackBot:
         return Result.permanent(f"Slack refused the message: {error}", self.setting)
 
 
+    def confirm(self, key: str, thread: str | None, since: float) -> Result | None:
+        """Is the message with this delivery key in the channel (posted since ``since``)?
+        ``conversations.history`` (or ``.replies`` for a thread) with its metadata; None
+        when Slack cannot tell us (no ``channels:history`` scope, unreachable)."""
+        method, params = ("conversations.replies", {"ts": thread}) if thread else (
+            "conversations.history", {})
+        try:
+            r = self.client.get(f"{self.api}/{method}", params={
+                "channel": self.channel, "oldest": f"{since - 60:.6f}",
+                "include_all_metadata": "true", "limit": 200, **params},
+                headers={"Authorization": f"Bearer {self._token}"})
+            answer = r.json() if r.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
+            return None
+        if not answer.get("ok"):
+            return None
+        for m in answer.get("messages") or []:
+            meta = m.get("metadata") or {}
+            if (meta.get("event_type") == METADATA_TYPE
+                    and (meta.get("event_payload") or {}).get("delivery") == key):
+                return Result.sent("found", ref=str(m.get("ts") or "") or None)
+        return Result.retry("not in the channel")
+
+
+METADATA_TYPE = "stormwatch_alert"
 BOT_RETRY = {"internal_error", "fatal_error", "service_unavailable", "request_timeout",
              "team_added_to_org"}
 BOT_TOKEN = {"not_authed", "invalid_auth", "account_inactive", "token_revoked",
@@ -225,5 +253,11 @@ class SlackChannel:
     def deliver(self, notice: Notice, thread: str | None, now: float, key: str) -> Result:
         if isinstance(self.sender, SlackBot):
             return self.sender.send(render(notice, threaded=thread is not None), now,
-                                    thread=thread)
+                                    thread=thread, key=key)
         return self.sender.send(render(notice), now)
+
+    def confirm(self, key: str, thread: str | None, since: float) -> Result | None:
+        """Only the bot can read the channel back; a webhook cannot tell."""
+        if isinstance(self.sender, SlackBot):
+            return self.sender.confirm(key, thread, since)
+        return None

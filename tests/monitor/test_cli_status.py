@@ -79,8 +79,8 @@ def test_init_writes_a_config_that_loads_and_refuses_to_overwrite(
 
     mp = pytest.MonkeyPatch()
     for var in ("REDDIT_CLIENT_ID", "REDDIT_CLIENT_SECRET", "BSKY_HANDLE",
-                "BSKY_APP_PASSWORD"):
-        mp.setenv(var, "x")
+                "BSKY_APP_PASSWORD", "SLACK_WEBHOOK_URL", "SMTP_PASSWORD"):
+        mp.setenv(var, "https://hooks.slack.com/services/T/B/X" if "URL" in var else "x")
     try:
         path = tmp_path / "stormwatch.yaml"
         r = runner.invoke(app, ["init", str(path)])
@@ -88,6 +88,7 @@ def test_init_writes_a_config_that_loads_and_refuses_to_overwrite(
         c = load_config(str(path))
         assert c.sources.reddit is not None and set(c.sources.rss) == {
             "acme-alerts", "acme-status"}
+        assert set(c.notify.channels) == {"care", "pr-lead"} and len(c.notify.routes) == 2
         again = runner.invoke(app, ["init", str(path)])
         assert again.exit_code == 2 and "exists already" in again.output
         assert runner.invoke(app, ["init", str(path), "--force"]).exit_code == 0

@@ -352,3 +352,38 @@ def test_log_lines_show_escapes_instead_of_obeying_them() -> None:
     line = InertFormatter("%(message)s").format(record)
     assert "\x1b" not in line and "\x07" not in line and "\u202e" not in line
     assert "\\x1b]0;pwned\\x07" in line and "\\u202eevil" in line
+
+
+def test_an_alert_resolved_by_hand_is_forgotten_and_pages_again_only_when_worse(
+        store: Store) -> None:
+    from monitor.clock import FixedClock
+    from monitor.models import SourceState
+
+    clock = FixedClock(T + 1800)
+    d = core.build_daemon(setup(None), store, clock)
+    d.states["reddit"] = SourceState(name="reddit")
+
+    def page(first: int, n: int, start: float) -> None:
+        mentions = [Mention(id=f"reddit:t1_a{i}", text="acme lost my refund, this is terrible",
+                            created_at=start + 10 * (i - first), source="reddit",
+                            thread_id="reddit:t3_angry", author=f"p{i}")
+                    for i in range(first, first + n)]
+        d._ingest(_Work("reddit", Fetched(mentions, {"n": first + n})))
+
+    page(0, 30, T)
+    [alert] = store.list_alerts()
+    assert alert["state"] == "firing" and ("negative-thread-taking-off",
+                                           "reddit:t3_angry") in d.engine.book.open
+    assert store.resolve_by_hand(alert["id"], "ana", "answered", clock.now()) is not None
+    d.advance_clock()  # the daemon's tick learns of it: the alert is closed, and since
+    st = d.engine.book.open.get(("negative-thread-taking-off", "reddit:t3_angry"))
+    assert st is None or st.quiet  # the thread still holds, it is back, quietly
+    page(30, 10, T + 300)  # still going: comes back quietly
+    assert [e["event"] for e in store.list_events()] == ["fired", "resolved"]
+    page(40, 60, T + 400)  # far worse: 90+ replies from 50+ people, the critical step
+    kinds = sorted((e["id"], e["event"], e["severity"], e["summary"])
+                   for e in store.list_events())
+    assert [k[1:3] for k in kinds] == [("fired", "warning"), ("resolved", "warning"),
+                                       ("escalated", "critical")]
+    assert kinds[1][3] == "resolved by ana: answered"
+    assert [a["state"] for a in store.list_alerts()] == ["resolved"]  # the record stays closed

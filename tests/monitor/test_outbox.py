@@ -200,3 +200,50 @@ def test_routes_pick_channels_by_severity_topic_rule_and_scope() -> None:
     # a channel named twice is told once, under the first route that names it
     assert chosen("volume-spike", "topic", "acme", "critical") == {
         "pager": "pager", "slack": "all"}
+
+
+HISTORY = "https://slack.com/api/conversations.history"
+
+
+@respx.mock
+@pytest.mark.parametrize("in_channel", [True, False])
+def test_a_send_in_doubt_is_looked_up_before_it_is_sent_again(store: Store,
+                                                               in_channel: bool) -> None:
+    """A process died mid-send (the row is ``sending``): the bot API is asked whether the
+    message with this key is in the channel; only if not is it posted again."""
+    clock = FixedClock(T)
+    add(store, ev("fired"))
+    [d] = store.list_deliveries()
+    store.mark_sending(d["id"], T)  # ... and the process died here
+    found = {"type": "message", "ts": "1714560001.000200", "text": "x",
+             "metadata": {"event_type": "stormwatch_alert",
+                          "event_payload": {"delivery": d["key"]}}}
+    other = {"type": "message", "ts": "1714560001.000100", "text": "y"}
+    history = respx.get(HISTORY).respond(200, json={
+        "ok": True, "messages": [found, other] if in_channel else [other],
+        "has_more": False})
+    post = respx.post(API).respond(200, json={"ok": True, "channel": "C1",
+                                              "ts": "1714560009.000300"})
+    outbox = Outbox(store, {"slack": SlackChannel(SlackBot("xoxb-1", "C1"))}, clock)
+    assert outbox.deliver_due() == 1
+    q = history.calls[0].request.url.params
+    assert (q["channel"], q["include_all_metadata"]) == ("C1", "true")
+    assert float(q["oldest"]) <= T
+    [d] = store.list_deliveries()
+    assert d["status"] == "sent"
+    if in_channel:
+        assert post.call_count == 0 and d["ref"] == "1714560001.000200"
+    else:
+        assert post.call_count == 1 and d["ref"] == "1714560009.000300"
+        body = json.loads(post.calls[0].request.content)
+        assert body["metadata"]["event_payload"]["delivery"] == d["key"]
+
+
+@respx.mock
+def test_a_slack_webhook_send_in_doubt_goes_again_it_cannot_be_looked_up(store: Store) -> None:
+    add(store, ev("fired"))
+    [d] = store.list_deliveries()
+    store.mark_sending(d["id"], T)
+    route = respx.post(HOOK).respond(200, text="ok")
+    assert webhook_outbox(store, FixedClock(T + 5)).deliver_due() == 1
+    assert route.call_count == 1 and store.list_deliveries()[0]["status"] == "sent"

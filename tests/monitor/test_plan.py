@@ -120,7 +120,7 @@ def test_a_burst_within_the_group_wait_is_one_page(store: Store) -> None:
     record(store, ev("fired", key="reddit:t3_c"), now=T + 20, wait=30)
     [page] = store.list_deliveries()
     assert page["kind"] == "page" and page["next_at"] == T + 30
-    alerts_listed = store.message_context(page["incident_id"], "slack")[1]
+    alerts_listed = store.message_context(page["incident_id"], "slack", T + 20)[1]
     assert [a["key"] for a in alerts_listed] == ["reddit:t3_a", "reddit:t3_b", "reddit:t3_c"]
 
 

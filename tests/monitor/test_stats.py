@@ -82,3 +82,26 @@ def test_spread_ignores_outliers_and_scores_spikes() -> None:
     assert s.sigma() == pytest.approx(calm)
     assert s.z(log_ratio(60, 20)) > 2.5
     assert abs(s.z(log_ratio(20, 20))) < 0.01
+
+
+def test_top_author_share_kept_as_mentions_come_and_go_equals_a_recount() -> None:
+    """The top author's count is kept incrementally (a busy topic has thousands of
+    authors): after any mix of mentions, late ones and windows moving on, it is what a
+    recount of the window's authors says."""
+    import random
+
+    from monitor.stats import RollingWindow
+
+    rnd = random.Random(3)
+    w = RollingWindow(600)
+    t = 1_714_560_000.0
+    for step in range(3000):
+        t += rnd.random() * 20
+        w.add(t - rnd.choice((0, 0, 0, 400)), f"a{int(rnd.paretovariate(1.2)) % 40}", 0.0,
+              0, 0)
+        if step % 7 == 0:
+            w.advance(t)
+        expected = max(w.authors.values()) / w.n if w.n else 0.0
+        assert w.top_author_share() == expected, step
+    back = RollingWindow.from_state(w.state())
+    assert back.top_author_share() == w.top_author_share()

@@ -204,3 +204,49 @@ def test_known_ids_finds_stored_mentions_in_chunks(store: Store) -> None:
         store.add_mentions(conn, ms[:1100])
     ids = [m.id for m in ms]
     assert store.known_ids(ids) == set(ids[:1100])
+
+
+def test_incidents_messages_chart_and_record_on_both_databases(store: Store) -> None:
+    """The planner's and the outbox's queries, on SQLite and PostgreSQL alike."""
+    from monitor.clock import FixedClock
+    from monitor.notify.outbox import Outbox
+    from monitor.notify.plan import Planner
+    from monitor.notify.routes import Route, Routing
+
+    with store.transaction() as conn:
+        store.add_mentions(conn, mentions(30) + [Mention(
+            id="reddit:t1_other", text="acme", created_at=T0 + 5, source="reddit",
+            topics=("acmeish",))])
+    routing = Routing([Route("care", ("slack",), escalate_after=600, escalate_to=("lead",))])
+    planner = Planner(routing, store, FixedClock(T0 + 60))
+
+    def ev(kind: str, severity: str = "warning", at: float = T0 + 30) -> AlertEvent:
+        return AlertEvent(event=kind, rule="negative-thread-taking-off", severity=severity,
+                          scope="thread", key="reddit:t3_x", topic="acme", at=at,
+                          signals={"mentions": 30}, step=1 if kind == "escalated" else 0)
+
+    with store.transaction() as conn:
+        planner.record(conn, [ev("fired"), ev("escalated", "critical", T0 + 40)])
+    assert [(d["kind"], d["status"]) for d in store.list_deliveries()] == [
+        ("page", "pending"), ("escalation", "pending")]
+    assert store.volume(thread="reddit:t3_x", topic="acme", end=T0 + 31, span=60,
+                        step=15) == [0, 1, 15, 14]  # T0+0 | T0+1..15 | T0+16..29
+    assert sum(store.volume(thread=None, topic="acme", end=T0 + 60, span=60, step=60)) == 30
+    outbox = Outbox(store, {}, FixedClock(T0 + 60), routing=routing, repeat=3600)
+    assert outbox.remind() == 0  # paged a moment ago: too soon to escalate
+    rows = store.due_deliveries(T0 + 60, 10)
+    assert [r["kind"] for r in rows] == ["page"] and rows[0]["key"] == "reddit:t3_x"
+    store.mark_sending(rows[0]["id"], T0 + 60)
+    store.record_attempt(rows[0]["id"], T0 + 61, "sent", "ok", status="sent", ref="1.2")
+    incident, members, ref = store.message_context(rows[0]["incident_id"], "slack", T0 + 35)
+    assert ref == "1.2" and [(a["state"], a["severity"]) for a in members] == [
+        ("firing", "warning")]
+    outbox.clock = FixedClock(T0 + 700)
+    assert outbox.remind() == 1  # the lead hears of it
+    record = store.alert_record(rows[0]["alert_id"])
+    assert record is not None and [m["kind"] for m in record["messages"]] == [
+        "page", "escalation", "unacknowledged"]
+    assert record["messages"][0]["tries"][0]["outcome"] == "sent"
+    sid = store.add_silence(rule=None, topic="acme", key=None, scope="thread",
+                            starts_at=T0, ends_at=T0 + 99999, by="ana", comment="x")
+    assert store.expire_silence(sid, T0 + 100)
