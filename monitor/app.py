@@ -25,6 +25,7 @@ from monitor.errors import UsageError
 from monitor.inputs import DumpInputs
 from monitor.models import AlertEvent, Mention
 from monitor.pipeline import Pipeline, RunContext
+from monitor.rules import RuleSet
 from monitor.sentiment import SentimentPool, SentimentScorer, sentiment_text
 from monitor.setup import Setup
 from monitor.store import ENGINE_STATE, Store, sqlite_url
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from monitor.daemon import Daemon
     from monitor.notify.outbox import Outbox
     from monitor.notify.plan import Planner
+    from monitor.notify.routes import Routing
 
 NOTIFY_WAIT = 60.0  # seconds a `replay --notify` goes on sending after the replay
 
@@ -89,12 +91,22 @@ def build_notify(s: Setup, store: Store, clock: Clock | None = None,
     turns alert events into messages by the routes (both None without channels)."""
     from monitor.notify.outbox import Outbox
     from monitor.notify.plan import Planner
-    from monitor.notify.routes import WEEKDAYS, Route, Routing, TimeInterval
 
     notify = s.config.notify
     if not notify.channels:
         return None, None
     channels = {name: build_channel(name, spec) for name, spec in notify.channels.items()}
+    routing = build_routing(s)
+    planner = Planner(routing, store, clock, group_wait=float(notify.group_wait))
+    return Outbox(store, channels, clock, routing=routing, repeat=float(notify.repeat)), planner
+
+
+def build_routing(s: Setup) -> Routing:
+    """The config's routes (none: warning and above to every channel; no channel: one
+    channel named ``all``, for counting what a person would receive)."""
+    from monitor.notify.routes import WEEKDAYS, Route, Routing, TimeInterval
+
+    notify = s.config.notify
     intervals = {
         name: tuple(TimeInterval(frozenset(WEEKDAYS.index(d) for d in i.weekdays),
                                  tuple(_minutes(t) for t in i.times), i.timezone)
@@ -106,10 +118,8 @@ def build_notify(s: Setup, store: Store, clock: Clock | None = None,
                     active=tuple(i for name in r.active for i in intervals[name]),
                     escalate_after=float(r.escalate.after) if r.escalate else None,
                     escalate_to=tuple(r.escalate.to) if r.escalate else ())
-              for r in notify.routes] or [Route(name="default", to=tuple(channels))]
-    routing = Routing(routes)
-    planner = Planner(routing, store, clock, group_wait=float(notify.group_wait))
-    return Outbox(store, channels, clock, routing=routing, repeat=float(notify.repeat)), planner
+              for r in notify.routes]
+    return Routing(routes or [Route(name="default", to=tuple(notify.channels) or ("all",))])
 
 
 def build_channel(name: str, spec: Any) -> Any:
@@ -154,8 +164,8 @@ def build_daemon(s: Setup, store: Store, clock: Clock | None = None) -> Daemon:
     return daemon
 
 
-def build_engine(s: Setup) -> Engine:
-    return Engine(s.rules, s.matcher.names, baseline_bin=DEFAULT_BASELINE_BIN,
+def build_engine(s: Setup, rules: RuleSet | None = None) -> Engine:
+    return Engine(rules or s.rules, s.matcher.names, baseline_bin=DEFAULT_BASELINE_BIN,
                   baseline_warmup=DEFAULT_BASELINE_WARMUP)
 
 
@@ -253,23 +263,9 @@ def replay(s: Setup, inputs: DumpInputs, *, db_url: str | None = None,
             written()
             writing = writer.submit(write, ctx, items)
 
-        pending: tuple[RunContext, list[Mention], Any] | None = None
         try:
-            for batch in _batches(iter(inputs), BATCH_SIZE):
-                result.mentions_read += len(batch)
-                ctx = RunContext()
-                items = pipeline.select(ctx, batch)
-                if pool is None:
-                    finish(ctx, pipeline.sentiment.run(ctx, items) if items else items)
-                    continue
-                job = pool.submit([sentiment_text(m.title, m.text) for m in items])
-                if pending is not None:
-                    _collect(pool, *pending[1:])
-                    finish(*pending[:2])
-                pending = (ctx, items, job)
-            if pending is not None:
-                _collect(pool, *pending[1:])  # type: ignore[union-attr]
-                finish(*pending[:2])
+            for ctx, items in scored(pipeline, inputs, pool, result):
+                finish(ctx, items)
             written()
         finally:
             writer.shutdown(wait=True)
@@ -302,6 +298,30 @@ def send_pending(outbox: Outbox, store: Store, clock: Clock, send_for: float,
             return summary
         if not sent:  # what is left waits for a retry (or for an earlier message)
             clock.sleep(min(1.0, max(0.0, deadline - clock.monotonic())))
+
+
+def scored(pipeline: Pipeline, inputs: DumpInputs, pool: SentimentPool | None,
+           result: ReplayResult) -> Iterator[tuple[RunContext, list[Mention]]]:
+    """The inputs in batches, selected (matched, deduplicated) and with their sentiment,
+    in order. With a pool, a batch's sentiment is scored in the worker while the caller
+    works on the batch before it."""
+    pending: tuple[RunContext, list[Mention], Any] | None = None
+    for batch in _batches(iter(inputs), BATCH_SIZE):
+        result.mentions_read += len(batch)
+        ctx = RunContext()
+        items = pipeline.select(ctx, batch)
+        if pool is None:
+            yield ctx, pipeline.sentiment.run(ctx, items) if items else items
+            continue
+        job = pool.submit([sentiment_text(m.title, m.text) for m in items])
+        if pending is not None:
+            _collect(pool, *pending[1:])
+            yield pending[0], pending[1]
+        pending = (ctx, items, job)
+    if pending is not None:
+        assert pool is not None
+        _collect(pool, *pending[1:])
+        yield pending[0], pending[1]
 
 
 def _collect(pool: SentimentPool, items: list[Mention], job: Any) -> None:

@@ -96,6 +96,80 @@ def replay(
         raise typer.Exit(1)
 
 
+@app.command()
+@friendly
+def backtest(
+    dumps: Annotated[list[str], typer.Argument(
+        help="Dump files (as replay reads them), or - for standard input.",
+        show_default=False)],
+    labels: Annotated[str, typer.Option(
+        "--labels", "-l", help="Labels file: the incidents (and non-incidents) to judge by.",
+        show_default=False)],
+    config: ConfigOpt = None,
+    rules: Annotated[list[str] | None, typer.Option(
+        "--rules", "-r", help="The rules to judge (repeatable). Default: the config's, else "
+        "the shipped ones.", show_default=False)] = None,
+    against: Annotated[list[str] | None, typer.Option(
+        "--against", "-a", help="Candidate rules (repeatable): judged in the same pass, side "
+        "by side, with what changed.", show_default=False)] = None,
+    match: Annotated[list[str] | None, typer.Option(
+        "--match", "-m", help="Ad-hoc topic term (repeatable).", show_default=False)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object on standard "
+                                           "output.")] = False,
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="Force the dump format.",
+                                            show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Judge rules on a dump against labelled incidents: caught or missed, minutes to the
+    first page, pages outside incidents per week, messages per incident; per rule and
+    overall. With --against, the candidate rules side by side and what changed.
+
+    Exit status 1 when an incident is missed (with --against: when the candidate misses
+    an incident the rules caught), so a CI job can refuse a rules change.
+
+    Example:
+
+        stormwatch backtest samples/acme-week.jsonl.gz --config samples/acme.yaml \\
+            --labels samples/acme-labels.yaml --against my-rules.yaml
+    """
+    from monitor.backtest import compare, load_labels, run_backtest
+    from monitor.inputs import DumpInputs
+    from monitor.rules import load_rules
+    from monitor.setup import setup
+
+    s = setup(config, rules or [], match or [])
+    lab = load_labels(labels)
+    rulesets = [(_rules_name(rules or list(s.config.rules_paths())), s.rules)]
+    if against:
+        cand = load_rules(against)
+        rulesets.append((_rules_name(against), cand))
+    progress = output.null_progress() if quiet or json_out else output.progress_bar()
+    with DumpInputs(dumps, fmt=fmt, prefilter=s.matcher.prefilter_terms(),
+                    progress=progress) as inputs:
+        run = run_backtest(s, inputs, rulesets, lab)
+    changes = compare(run.results[0], run.results[1]) if against else None
+    days = 0.0
+    if run.results[0].overall.weeks:
+        days = run.results[0].overall.weeks * 7
+    if json_out:
+        sys.stdout.buffer.write(orjson.dumps({
+            "mentions": run.replay.mentions_read, "days": round(days, 2),
+            "results": [r.json() for r in run.results], "changes": changes}) + b"\n")
+    else:
+        output.backtest_report(run.results, changes, run.replay.mentions_read, days)
+    for problem in run.replay.report.broken:
+        output.warning(f"could not read to the end (the lines before were used): {problem}")
+    lost = changes["newly_missed"] if changes is not None else run.results[0].overall.missed
+    if lost:
+        output.error(("the candidate rules miss " if changes is not None else "missed: ")
+                     + ", ".join(lost))
+        raise typer.Exit(1)
+
+
+def _rules_name(paths: list[str]) -> str:
+    return ", ".join(os.path.basename(p.rstrip("/")) or p for p in paths)
+
+
 @rules_app.command("check")
 @friendly
 def rules_check(
@@ -124,19 +198,77 @@ def rules_test(
     paths: Annotated[list[str] | None, typer.Argument(
         help="Rule test files or directories holding them (default: rules/tests of the "
              "shipped rules).", show_default=False)] = None,
+    run: Annotated[str | None, typer.Option(
+        "--run", help="Only the tests whose name matches this regular expression.",
+        show_default=False)] = None,
+    junit: Annotated[str | None, typer.Option(
+        "--junit", help="Also write the results as JUnit XML to this file (for CI).",
+        show_default=False)] = None,
 ) -> None:
     """Run rule tests: input mentions (or series of them) and the alert events expected.
+    A failing test shows expected (-) and what happened (+), line by line.
 
     Example:
 
-        stormwatch rules test rules/tests/
+        stormwatch rules test rules/tests/ --run viral --junit rule-tests.xml
     """
-    from monitor.ruletest import default_tests_path, run_rule_tests
+    from monitor.ruletest import default_tests_path, run_rule_tests, write_junit
 
-    results = run_rule_tests(paths or [default_tests_path()])
+    results = run_rule_tests(paths or [default_tests_path()], run)
+    if not results:
+        raise UsageError(f"--run {run}: no test has a matching name")
+    if junit:
+        try:
+            write_junit(results, junit)
+        except OSError as e:
+            raise UsageError(f"--junit: cannot write {junit}: {e.strerror or e}") from None
     output.rule_test_report(results)
     if any(not r.passed for r in results):
         raise typer.Exit(1)
+
+
+@rules_app.command("explain")
+@friendly
+def rules_explain(
+    rule: Annotated[str, typer.Argument(help="The rule's name.", show_default=False)],
+    dumps: Annotated[list[str], typer.Argument(help="Dump files (as replay reads them).",
+                                               show_default=False)],
+    at: Annotated[str, typer.Option("--at", help="The moment (ISO 8601 with a zone).",
+                                    show_default=False)],
+    key: Annotated[str | None, typer.Option(
+        "--key", help="The thread (or topic) to explain; default: every topic of a topic "
+        "rule, the five busiest threads of a thread rule.", show_default=False)] = None,
+    config: ConfigOpt = None,
+    rules: Annotated[list[str] | None, typer.Option(
+        "--rules", "-r", help="Rules file or directory (repeatable).",
+        show_default=False)] = None,
+    match: Annotated[list[str] | None, typer.Option(
+        "--match", "-m", help="Ad-hoc topic term (repeatable).", show_default=False)] = None,
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="Force the dump format.",
+                                            show_default=False)] = None,
+) -> None:
+    """Why a rule fired at a moment, or why it did not: its signals then and each
+    condition's verdict (value, threshold, holds), escalation steps included.
+
+    Example:
+
+        stormwatch rules explain negative-thread-taking-off --at 2024-05-09T13:45:00Z \\
+            samples/acme-week.jsonl.gz --config samples/acme.yaml
+    """
+    from monitor.explain import explain
+    from monitor.inputs import DumpInputs
+    from monitor.models import TimeFormatError, parse_time
+    from monitor.setup import setup
+
+    try:
+        when = parse_time(at)
+    except TimeFormatError as e:
+        raise UsageError(f"--at: {e}") from None
+    s = setup(config, rules or [], match or [])
+    with DumpInputs(dumps, fmt=fmt, prefilter=s.matcher.prefilter_terms(),
+                    progress=output.null_progress()) as inputs:
+        found = explain(s, inputs, rule, when, key=key)
+    output.explanations(found)
 
 
 @app.command()

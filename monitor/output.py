@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import statistics
 import sys
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
@@ -321,3 +322,88 @@ def silences_table(rows: list[dict[str, Any]], now: float) -> None:
         table.add_row(str(s["id"]), Text(inert(matches)), until, Text(inert(s["created_by"])),
                       Text(inert(s["comment"])))
     out.print(table)
+
+
+def backtest_report(results: list[Any], changes: dict[str, Any] | None, mentions: int,
+                    days: float) -> None:
+    """``stormwatch backtest``: each labelled incident per rules file, noise, per rule,
+    and (with --against) what changed."""
+    out = _table_console()
+    out.print(Text(inert(f"{mentions:,} mention(s) over {days:.1f} day(s)")))
+    table = Table(title="incidents", title_justify="left", show_edge=False)
+    table.add_column("incident")
+    for r in results:
+        table.add_column(Text(inert(r.name)))
+    for name in results[0].overall.caught:
+        cells = []
+        for r in results:
+            minutes = r.overall.caught[name]
+            cells.append(Text("MISSED", style="bold red") if minutes is None else Text(
+                f"caught after {minutes:.0f} min, {r.messages.get(name, 0)} message(s)"))
+        table.add_row(Text(inert(name)), *cells)
+    table.add_row("pages outside incidents", *(
+        f"{len(r.overall.noise)} ({r.overall.noise_per_week:.1f}/week)" for r in results))
+    for non in sorted({n for r in results for n in r.overall.on_non_incidents}):
+        table.add_row(Text(inert(f"  of which on {non}")), *(
+            str(r.overall.on_non_incidents.get(non, 0)) for r in results))
+    out.print(table)
+    for r in results:
+        rules = Table(title=f"per rule: {inert(r.name)}", title_justify="left",
+                      show_edge=False)
+        for col in ("rule", "caught", "first page, median", "outside/week"):
+            rules.add_column(col, justify="left" if col == "rule" else "right")
+        for rule, v in r.per_rule.items():
+            got = [m for m in v.caught.values() if m is not None]
+            median = f"{statistics.median(got):.0f} min" if got else "-"
+            rules.add_row(Text(inert(rule)), f"{len(got)}/{len(v.caught)}", median,
+                          f"{v.noise_per_week:.1f}")
+        out.print(rules)
+    if changes is not None:
+        out.print(Text(f"changes, {inert(results[0].name)} -> {inert(results[1].name)}",
+                       style="bold"))
+        out.print(Text(inert("  newly missed: " + (", ".join(changes["newly_missed"]) or "none")),
+                       style="bold red" if changes["newly_missed"] else ""))
+        out.print(Text(inert("  newly caught: " + (", ".join(changes["newly_caught"]) or "none"))))
+        noise = changes["new_noise"]
+        out.print(Text(f"  new noise: {len(noise)} page(s)"
+                       + (" (pages outside incidents per week "
+                          f"{changes['noise_per_week'][0]} -> {changes['noise_per_week'][1]})")))
+        for n in noise[:10]:
+            out.print(Text(inert(f"    {n['at']}  {n['rule']} {n['severity']} {n['scope']} "
+                                 f"{n['key']}")))
+
+
+def explanations(found: list[Any]) -> None:
+    """``stormwatch rules explain``: each scope's verdict, condition by condition."""
+    out = _table_console()
+    if not found:
+        out.print("no scope of this rule had any mention by then")
+        return
+    first = found[0]
+    out.print(Text(inert(f"rule {first.rule.name} ({first.rule.scope}, window "
+                         f"{first.rule.window // 60} min) at {iso(first.at)} (mentions up "
+                         f"to then; the engine's minute {iso(first.minute)})"), style="bold"))
+    for ex in found:
+        verdict = "holds" if ex.holds else "does not hold"
+        where = f"{ex.scope} {ex.key}" + (f" ({ex.topic})" if ex.scope == "thread" else "")
+        out.print(Text(inert(f"{where}: {verdict}; alert {ex.state}"),
+                       style="bold green" if ex.holds else "bold"))
+        table = Table(show_edge=False, box=None, padding=(0, 2))
+        for col in ("condition", "value", "verdict"):
+            table.add_column(col, justify="right" if col == "value" else "left")
+        for c in ex.checks:
+            table.add_row(str(c.condition), _value(c.value),
+                          Text("yes", style="green") if c.holds else Text("no", style="red"))
+        for sev, checks in ex.steps:
+            for c in checks:
+                table.add_row(f"escalate to {sev}: {c.condition}", _value(c.value),
+                              Text("yes", style="green") if c.holds else Text("no"))
+        out.print(table)
+
+
+def _value(v: Any) -> str:
+    if v is None:
+        return "n/a (warming up)"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from monitor.config import TopicSpec
 from monitor.engine import Engine
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, UsageError
 from monitor.models import AlertEvent, Mention, TimeFormatError, iso, parse_time, qualify
 from monitor.pipeline import Pipeline, RunContext
 from monitor.rules import load_rules, parse_duration
@@ -215,21 +215,62 @@ def run_case(path: str, case: CaseSpec, rules: Any, matcher: TopicMatcher) -> Ru
     ends = [series_end(s) for s in case.series] + [m.created_at for m in mentions]
     until = parse_time(case.until) if case.until else max(ends, default=0.0)
     got = list(ctx.events) + engine.advance(until)
-    problems: list[str] = []
+    diff: list[str] = []
     unmatched = list(got)
+    failed = False
     for exp in case.expect:
         hit = next((ev for ev in unmatched if _matches(exp, ev)), None)
         if hit is None:
-            want = ", ".join(f"{k}={v}" for k, v in exp.model_dump().items() if v is not None)
-            problems.append(f"expected, did not happen: {want}")
+            diff.append(f"- {_wanted(exp)}")
+            failed = True
         else:
             unmatched.remove(hit)
+            diff.append(f"  {_describe(hit)}")
     for ev in unmatched:
         if ev.rule not in case.ignore:
-            problems.append(f"happened, not expected: {_describe(ev)}")
-    if problems and got:
-        problems.append("events that happened: " + "; ".join(_describe(e) for e in got))
-    return RuleTestResult(path, case.name, not problems, problems, got)
+            diff.append(f"+ {_describe(ev)}")
+            failed = True
+    problems = (["expected (-) and what happened (+), in the order expected:", *diff]
+                if failed else [])
+    return RuleTestResult(path, case.name, not failed, problems, got)
+
+
+def _wanted(exp: ExpectSpec) -> str:
+    """An expectation written like an event: the keys it fixes, then its time."""
+    parts = [str(v) for k in ("event", "rule", "severity", "scope")
+             if (v := getattr(exp, k)) is not None]
+    if exp.key is not None:
+        parts.append(f"key={exp.key}")
+    if exp.topic is not None:
+        parts.append(f"topic={exp.topic}")
+    for k in ("at", "after", "before"):
+        if getattr(exp, k) is not None:
+            parts.append(f"{k}={iso(parse_time(getattr(exp, k)))}")
+    return " ".join(parts)
+
+
+def write_junit(results: list[RuleTestResult], path: str) -> None:
+    """JUnit XML, as CI systems read it: a suite per test file, a case per test, the diff
+    of a failing case as its failure."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("testsuites", name="stormwatch rules test", tests=str(len(results)),
+                      failures=str(sum(not r.passed for r in results)))
+    suites: dict[str, ET.Element] = {}
+    for r in results:
+        suite = suites.get(r.path)
+        if suite is None:
+            suite = suites[r.path] = ET.SubElement(root, "testsuite", name=r.path)
+        case = ET.SubElement(suite, "testcase", classname=r.path, name=r.name)
+        if not r.passed:
+            differences = sum(1 for line in r.problems if line[:1] in "-+")
+            fail = ET.SubElement(case, "failure", message=f"{differences} difference(s)")
+            fail.text = "\n".join(r.problems)
+    for path_, suite in suites.items():
+        cases = [r for r in results if r.path == path_]
+        suite.set("tests", str(len(cases)))
+        suite.set("failures", str(sum(not r.passed for r in cases)))
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 
 
 def test_files(paths: list[str]) -> list[str]:
@@ -245,7 +286,13 @@ def test_files(paths: list[str]) -> list[str]:
     return out
 
 
-def run_rule_tests(paths: list[str]) -> list[RuleTestResult]:
+def run_rule_tests(paths: list[str], run: str | None = None) -> list[RuleTestResult]:
+    """Run the tests of the files (``run``: only those whose name matches this regular
+    expression, as ``promtool test rules --run``)."""
+    try:
+        pattern = re.compile(run, re.IGNORECASE) if run else None
+    except re.error as e:
+        raise UsageError(f"--run: not a regular expression: {e}") from None
     results: list[RuleTestResult] = []
     for path in test_files(paths):
         data = load_yaml(path)
@@ -260,5 +307,6 @@ def run_rule_tests(paths: list[str]) -> list[RuleTestResult]:
                   for n, t in spec.topics.items()]
         matcher = TopicMatcher(topics)
         for case in spec.tests:
-            results.append(run_case(path, case, rules, matcher))
+            if pattern is None or pattern.search(case.name):
+                results.append(run_case(path, case, rules, matcher))
     return results
