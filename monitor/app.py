@@ -86,15 +86,17 @@ def source_intervals(s: Setup) -> dict[str, float]:
 
 
 def build_notify(s: Setup, store: Store, clock: Clock | None = None,
-                 ) -> tuple[Outbox | None, Planner | None]:
-    """The configured channels and the outbox that sends to them, and the planner that
-    turns alert events into messages by the routes (both None without channels)."""
+                 ) -> tuple[Outbox | None, Planner]:
+    """The configured channels and the outbox that sends to them (None without channels),
+    and the planner that groups alert events into incidents and, by the routes, into
+    messages (without channels: incidents only)."""
     from monitor.notify.outbox import Outbox
     from monitor.notify.plan import Planner
+    from monitor.notify.routes import Routing
 
     notify = s.config.notify
     if not notify.channels:
-        return None, None
+        return None, Planner(Routing([]), store, clock)
     channels = {name: build_channel(name, spec) for name, spec in notify.channels.items()}
     routing = build_routing(s)
     planner = Planner(routing, store, clock, group_wait=float(notify.group_wait))
@@ -178,6 +180,7 @@ class ReplayResult:
     mentions_read: int = 0
     late: int = 0
     outbox: dict[str, Any] | None = None  # with notify: messages sent, pending, failed
+    charts: list[str] = field(default_factory=list)  # files written
 
     @property
     def rate(self) -> float:
@@ -201,7 +204,8 @@ class TempDatabase:
 def replay(s: Setup, inputs: DumpInputs, *, db_url: str | None = None,
            on_event: Callable[[AlertEvent], None] = lambda e: None,
            clock: Clock | None = None, workers: bool | None = None,
-           notify: bool = False, send_for: float = NOTIFY_WAIT) -> ReplayResult:
+           notify: bool = False, send_for: float = NOTIFY_WAIT,
+           chart: str | None = None) -> ReplayResult:
     """Run the inputs through the engine in event time; events go to ``on_event`` once
     stored. The caller opens the inputs (early: a scan starts reading at once) and
     closes them.
@@ -210,6 +214,9 @@ def replay(s: Setup, inputs: DumpInputs, *, db_url: str | None = None,
     grouping, silences) and sent through the outbox, for up to ``send_for`` seconds
     after the replay (what is still pending then stays in a kept database, ``db_url``,
     for a later ``run`` to send).
+
+    With ``chart``, each topic's chart over the whole dump is written there (``chart``.png
+    and .html; with several topics, ``chart``-TOPIC.png and .html).
 
     With ``workers`` (default: when there are two cores or more), sentiment is scored in a
     worker process while the previous batch is detected and stored; the events are the
@@ -230,8 +237,13 @@ def replay(s: Setup, inputs: DumpInputs, *, db_url: str | None = None,
         saved = store.load_state(ENGINE_STATE) if db_url else None
         if saved:
             engine.restore(saved)
-        outbox, planner = build_notify(s, store, clock) if notify else (None, None)
-        if notify and outbox is None:
+        outbox, planner = build_notify(s, store, clock)
+        if not notify:  # incidents are recorded; nobody is told
+            from monitor.notify.plan import Planner
+            from monitor.notify.routes import Routing
+
+            outbox, planner = None, Planner(Routing([]), store, clock)
+        elif outbox is None:
             raise UsageError("--notify: no channels are configured",
                              hint="add notify.channels to the config (see `stormwatch init`)")
         pipeline = Pipeline(s.matcher, engine, scorer, store, planner=planner)
@@ -276,6 +288,8 @@ def replay(s: Setup, inputs: DumpInputs, *, db_url: str | None = None,
                 store.save_state(conn, ENGINE_STATE, engine.state(), engine.now)
         if outbox is not None:
             result.outbox = send_pending(outbox, store, clock, send_for)
+        if chart:
+            result.charts = write_charts(s, store, chart)
         result.elapsed = clock.monotonic() - started
         return result
     finally:
@@ -284,6 +298,21 @@ def replay(s: Setup, inputs: DumpInputs, *, db_url: str | None = None,
         store.close()
         if temp is not None:
             temp.remove()
+
+
+def write_charts(s: Setup, store: Store, base: str) -> list[str]:
+    """Each topic's chart over everything stored (see ``monitor.report``)."""
+    from monitor import report
+
+    first, last = store.mention_span()
+    if first is None or last is None:
+        return []
+    written = []
+    names = s.matcher.names
+    for topic in names:
+        t = report.from_store(s, store, topic=topic, since=first, until=last + 1)
+        written += report.write(t, base if len(names) == 1 else f"{base}-{topic}")
+    return written
 
 
 def send_pending(outbox: Outbox, store: Store, clock: Clock, send_for: float,

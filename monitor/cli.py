@@ -46,6 +46,10 @@ def replay(
     notify: Annotated[bool, typer.Option(
         "--notify", help="Deliver alerts through the configured channels and routes, as "
         "live (to try a route or a message on a past incident).")] = False,
+    chart: Annotated[str | None, typer.Option(
+        "--chart", help="Also write each topic's chart over the dump: CHART.png and "
+        "CHART.html (volume against the baseline, negative share, alerts).",
+        show_default=False)] = None,
     db: DbOpt = None,
     fmt: Annotated[str | None, typer.Option(
         "--format", "-f", help="Force the dump format: jsonl, pushshift, jetstream, csv.",
@@ -78,8 +82,11 @@ def replay(
                     progress=progress) as inputs:
         from monitor import app as core
 
-        result = core.replay(s, inputs, db_url=db, on_event=on_event, notify=notify)
+        result = core.replay(s, inputs, db_url=db, on_event=on_event, notify=notify,
+                             chart=chart)
     output.replay_summary(result)
+    if result.charts:
+        output.say("wrote " + ", ".join(result.charts))
     if result.outbox is not None:
         ob = result.outbox
         output.say(f"messages: {ob['sent']:,} sent, {ob['pending']:,} pending, "
@@ -269,6 +276,65 @@ def rules_explain(
                     progress=output.null_progress()) as inputs:
         found = explain(s, inputs, rule, when, key=key)
     output.explanations(found)
+
+
+@app.command()
+@friendly
+def report(
+    alert: Annotated[int | None, typer.Argument(
+        help="An alert's id: write its incident's record (see `alerts list`).",
+        show_default=False)] = None,
+    topic: Annotated[str | None, typer.Option(help="Chart this topic.",
+                                              show_default=False)] = None,
+    thread: Annotated[str | None, typer.Option(help="Chart this thread.",
+                                               show_default=False)] = None,
+    since: Annotated[str | None, typer.Option(help="From (ISO 8601); default: a day before "
+                                              "the end.", show_default=False)] = None,
+    until: Annotated[str | None, typer.Option(help="To (ISO 8601); default: the last "
+                                              "stored mention.", show_default=False)] = None,
+    out: Annotated[str, typer.Option("--out", "-o", help="Where to write (a file name "
+                                     "without extension).")] = "stormwatch-report",
+    config: ConfigOpt = None, db: DbOpt = None,
+) -> None:
+    """Chart a topic or thread over a time range (volume against the baseline band,
+    negative share, alert events marked), as a PNG and a self-contained HTML page; or,
+    given an alert's id, its incident's record for the post-crisis review (HTML and
+    Markdown, with the chart).
+
+    Example:
+
+        stormwatch report --topic acme --since 2024-05-09T06:00:00Z \\
+            --until 2024-05-10T06:00:00Z --db sqlite:///acme.db -o acme-crisis
+    """
+    from monitor import report as rep
+    from monitor.models import TimeFormatError, parse_time
+    from monitor.setup import setup
+    from monitor.store import Store
+
+    if alert is None and (topic is None) == (thread is None):
+        raise UsageError("say what to report: an alert's id, or --topic or --thread (one)")
+    try:
+        t0 = parse_time(since) if since else None
+        t1 = parse_time(until) if until else None
+    except TimeFormatError as e:
+        raise UsageError(f"--since/--until: {e}") from None
+    s = setup(config)
+    store = Store.open(db or s.config.database)
+    try:
+        if alert is not None:
+            from monitor.incident import write_record
+
+            written = write_record(s, store, alert, out)
+        else:
+            try:
+                t = rep.from_store(s, store, topic=topic, thread=thread, since=t0, until=t1)
+            except LookupError as e:
+                raise UsageError(str(e), hint="replay a dump with --db, or run the daemon, "
+                                 "to store mentions") from None
+            written = rep.write(t, out)
+    finally:
+        store.close()
+    output.say("wrote " + ", ".join(written))
 
 
 @app.command()

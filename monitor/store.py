@@ -316,6 +316,28 @@ class Store:
                     sa.select(mentions.c.id).where(mentions.c.id.in_(chunk))).scalars())
         return found
 
+    def first_mention(self, *, thread: str | None, topic: str, before: float,
+                      window: float) -> float | None:
+        """When a thread began (its first mention), or, for a topic, the first mention
+        in the window that led to an alert at ``before``."""
+        q = sa.select(sa.func.min(mentions.c.created_at))
+        if thread is not None:
+            q = q.where(mentions.c.thread_id == thread)
+        else:
+            q = q.where(mentions.c.created_at >= before - window,
+                        mentions.c.created_at <= before,
+                        (sa.literal(",") + mentions.c.topics + sa.literal(","))
+                        .contains(f",{topic},", autoescape=True))
+        with self._errors("reading mentions"), self.engine.connect() as conn:
+            return conn.execute(q).scalar()
+
+    def mention_span(self) -> tuple[float | None, float | None]:
+        """The first and last ``created_at`` of the stored mentions."""
+        with self._errors("reading mentions"), self.engine.connect() as conn:
+            row = conn.execute(sa.select(sa.func.min(mentions.c.created_at),
+                                         sa.func.max(mentions.c.created_at))).one()
+        return row[0], row[1]
+
     def count_mentions(self) -> int:
         with self._errors("counting mentions"), self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(mentions)).scalar_one())
