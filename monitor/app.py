@@ -247,6 +247,11 @@ def replay(s: Setup, inputs: DumpInputs, *, db_url: str | None = None,
             raise UsageError("--notify: no channels are configured",
                              hint="add notify.channels to the config (see `stormwatch init`)")
         pipeline = Pipeline(s.matcher, engine, scorer, store, planner=planner)
+        charted: list[AlertEvent] = []
+        if chart:
+            from monitor.report import Recorder
+
+            pipeline.detect.recorders = [Recorder(engine, topic=t) for t in s.matcher.names]
 
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         writing: Future[RunContext] | None = None
@@ -267,6 +272,8 @@ def replay(s: Setup, inputs: DumpInputs, *, db_url: str | None = None,
             for ev in ctx.events:
                 result.events[(ev.rule, ev.severity, ev.event)] += 1
                 on_event(ev)
+            if chart:
+                charted.extend(ctx.events)
 
         def finish(ctx: RunContext, items: list[Mention]) -> None:
             # SQLite works without the GIL: this batch is stored while the next is detected
@@ -289,7 +296,7 @@ def replay(s: Setup, inputs: DumpInputs, *, db_url: str | None = None,
         if outbox is not None:
             result.outbox = send_pending(outbox, store, clock, send_for)
         if chart:
-            result.charts = write_charts(s, store, chart)
+            result.charts = write_charts(pipeline.detect.recorders, charted, chart)
         result.elapsed = clock.monotonic() - started
         return result
     finally:
@@ -300,18 +307,19 @@ def replay(s: Setup, inputs: DumpInputs, *, db_url: str | None = None,
             temp.remove()
 
 
-def write_charts(s: Setup, store: Store, base: str) -> list[str]:
-    """Each topic's chart over everything stored (see ``monitor.report``)."""
+def write_charts(recorders: list[Any], events: list[AlertEvent], base: str,
+                 label: str = "") -> list[str]:
+    """Each recorded topic's chart of a pass, with its alert events (``monitor.report``):
+    ``base``.png and .html, or ``base``-TOPIC.* when there are several topics."""
     from monitor import report
 
-    first, last = store.mention_span()
-    if first is None or last is None:
-        return []
     written = []
-    names = s.matcher.names
-    for topic in names:
-        t = report.from_store(s, store, topic=topic, since=first, until=last + 1)
-        written += report.write(t, base if len(names) == 1 else f"{base}-{topic}")
+    for r in recorders:
+        t = r.timeline()
+        if label:
+            t.title = f"{t.title}, alerts of {label}"
+        t.events = [ev for ev in events if ev.topic == r.topic]
+        written += report.write(t, base if len(recorders) == 1 else f"{base}-{r.topic}")
     return written
 
 

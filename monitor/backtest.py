@@ -229,12 +229,16 @@ class BacktestRun:
 
 
 def run_backtest(s: Any, inputs: Any, rulesets: list[tuple[str, Any]], labels: Labels, *,
-                 clock: Any = None, workers: bool | None = None) -> BacktestRun:
+                 clock: Any = None, workers: bool | None = None,
+                 chart: str | None = None) -> BacktestRun:
     """One pass over the inputs (parsed, matched and scored once), every rules set's
-    engine fed the same mentions; then each set's events judged against the labels."""
+    engine fed the same mentions; then each set's events judged against the labels.
+    With ``chart``, each topic's chart of the dump with each rules set's alert events
+    (``chart``.png and .html for the first set, ``chart``-2.* for the second...)."""
     from monitor import app as core
     from monitor.clock import SystemClock
     from monitor.pipeline import Pipeline
+    from monitor.report import Recorder
     from monitor.sentiment import SentimentPool, SentimentScorer
 
     clock = clock or SystemClock()
@@ -246,6 +250,7 @@ def run_backtest(s: Any, inputs: Any, rulesets: list[tuple[str, Any]], labels: L
     pool = SentimentPool(fallback=scorer) if use_pool else None
     pipeline = Pipeline(s.matcher, engines[0], scorer, None)  # match, dedup, sentiment
     events: list[list[AlertEvent]] = [[] for _ in engines]
+    recorders = [Recorder(engines[0], topic=t) for t in s.matcher.names] if chart else []
     first, last = float("inf"), float("-inf")
     try:
         for ctx, items in core.scored(pipeline, inputs, pool, result):
@@ -254,6 +259,15 @@ def run_backtest(s: Any, inputs: Any, rulesets: list[tuple[str, Any]], labels: L
                 continue
             first = min(first, items[0].created_at)
             last = max(last, max(m.created_at for m in items))
+            if recorders:  # the baseline read before each mention: in step with it
+                for m in items:
+                    for r in recorders:
+                        r.before(m.created_at)
+                    for engine, got in zip(engines, events, strict=True):
+                        got.extend(engine.ingest(m))
+                    for r in recorders:
+                        r.count(m)
+                continue
             for engine, got in zip(engines, events, strict=True):
                 ingest = engine.ingest
                 for m in items:
@@ -272,6 +286,10 @@ def run_backtest(s: Any, inputs: Any, rulesets: list[tuple[str, Any]], labels: L
                     for r in rules.rules}
         results.append(RulesResult(name, judge(evs, labels, span), per_rule,
                                    messages_per_incident(s, evs, labels), evs))
+    if chart:
+        for i, (evs, (name, _)) in enumerate(zip(events, rulesets, strict=True)):
+            result.charts += core.write_charts(recorders, evs,
+                                               chart if i == 0 else f"{chart}-{i + 1}", name)
     result.elapsed = clock.monotonic() - started
     return BacktestRun(results, result)
 

@@ -125,6 +125,9 @@ def backtest(
                                            "output.")] = False,
     fmt: Annotated[str | None, typer.Option("--format", "-f", help="Force the dump format.",
                                             show_default=False)] = None,
+    chart: Annotated[str | None, typer.Option(
+        "--chart", help="Also write each topic's chart of the dump with the alerts: CHART.png "
+        "and .html (the --against rules: CHART-2.*).", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Judge rules on a dump against labelled incidents: caught or missed, minutes to the
@@ -153,7 +156,7 @@ def backtest(
     progress = output.null_progress() if quiet or json_out else output.progress_bar()
     with DumpInputs(dumps, fmt=fmt, prefilter=s.matcher.prefilter_terms(),
                     progress=progress) as inputs:
-        run = run_backtest(s, inputs, rulesets, lab)
+        run = run_backtest(s, inputs, rulesets, lab, chart=chart)
     changes = compare(run.results[0], run.results[1]) if against else None
     days = 0.0
     if run.results[0].overall.weeks:
@@ -166,6 +169,8 @@ def backtest(
         output.backtest_report(run.results, changes, run.replay.mentions_read, days)
     for problem in run.replay.report.broken:
         output.warning(f"could not read to the end (the lines before were used): {problem}")
+    if run.replay.charts:
+        output.say("wrote " + ", ".join(run.replay.charts))
     lost = changes["newly_missed"] if changes is not None else run.results[0].overall.missed
     if lost:
         output.error(("the candidate rules miss " if changes is not None else "missed: ")

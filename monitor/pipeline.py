@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection
 
@@ -103,14 +103,27 @@ class DetectStage:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.recorders: list[Any] = []  # chart recorders (monitor.report.Recorder)
 
     def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
         ingest = self.engine.ingest
         events = ctx.events
+        if self.recorders:
+            return self._recorded(ctx, items)
         for m in items:
             got = ingest(m)
             if got:
                 events.extend(got)
+        ctx.counts["in_scope"] += len(items)
+        return items
+
+    def _recorded(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
+        for m in items:
+            for r in self.recorders:
+                r.before(m.created_at)
+            ctx.events.extend(self.engine.ingest(m))
+            for r in self.recorders:
+                r.count(m)
         ctx.counts["in_scope"] += len(items)
         return items
 

@@ -45,43 +45,82 @@ class Timeline:
         return self.start + self.step * len(self.counts)
 
 
+class Recorder:
+    """Counts a topic's (or a thread's) mentions, and the negative ones, per base bin as
+    they pass an engine, and what the topic's seasonal baseline expected for each bin,
+    read before the engine learned it: call ``before(ts)`` ahead of ``engine.ingest``
+    and ``count(m)`` after. ``timeline()`` rebins for a chart."""
+
+    def __init__(self, engine: Any, *, topic: str | None = None,
+                 thread: str | None = None, base: int = 300) -> None:
+        self.engine, self.topic, self.thread, self.base = engine, topic, thread, base
+        self.counts: dict[int, list[int]] = {}      # bin start -> [mentions, negative]
+        self.expected: dict[int, float | None] = {}
+        self.next_bin: int | None = None            # the first bin not read yet
+
+    def before(self, ts: float) -> None:
+        b = int(ts) // self.base * self.base
+        if self.next_bin is None:
+            self.next_bin = b
+        if b < self.next_bin:
+            return
+        scope = self.engine.topics.get(self.topic) if self.topic is not None else None
+        baseline = scope.baseline if scope is not None else None
+        while self.next_bin <= b:
+            nb = self.next_bin
+            self.expected[nb] = (baseline.expected(nb, nb + self.base)
+                                 if baseline is not None else None)
+            self.next_bin = nb + self.base
+
+    def count(self, m: Mention) -> None:
+        if (self.thread is not None and m.thread_id != self.thread) or (
+                self.topic is not None and self.topic not in m.topics):
+            return
+        c = self.counts.setdefault(int(m.created_at) // self.base * self.base, [0, 0])
+        c[0] += 1
+        if m.compound is not None and m.compound <= NEGATIVE_COMPOUND:
+            c[1] += 1
+
+    def timeline(self, *, start: float | None = None, end: float | None = None,
+                 step: int | None = None, title: str = "") -> Timeline:
+        known = sorted(set(self.counts) | set(self.expected))
+        lo = start if start is not None else (known[0] if known else 0.0)
+        hi = end if end is not None else (known[-1] + self.base if known else lo + self.base)
+        step = step or step_for(hi - lo)
+        n = max(1, math.ceil((hi - lo) / step))
+        counts, negative = [0] * n, [0] * n
+        expected: list[float | None] = [0.0] * n
+        for i in range(n):
+            b0 = lo + i * step
+            for b in range(int(b0) // self.base * self.base, int(b0 + step), self.base):
+                if not b0 <= b < b0 + step:
+                    continue
+                c = self.counts.get(b)
+                if c:
+                    counts[i] += c[0]
+                    negative[i] += c[1]
+                e = self.expected.get(b)
+                cur = expected[i]
+                expected[i] = None if e is None or cur is None else cur + e
+        return Timeline(title or (f"topic {self.topic}" if self.topic else
+                                  f"thread {self.thread}"), lo, step, counts, negative, expected)
+
+
 def collect(mentions: Iterable[Mention], engine: Any, *, start: float, end: float,
             topic: str | None = None, thread: str | None = None,
             step: int | None = None, title: str = "") -> Timeline:
     """Feed ``mentions`` (topics and sentiment set, in time order, from before ``start``
-    so the baseline has warmed up) to ``engine``; count the scope in ``[start, end)``."""
-    step = step or step_for(end - start)
-    n = max(1, math.ceil((end - start) / step))
-    counts, negative = [0] * n, [0] * n
-    expected: list[float | None] = [None] * n
-    done = 0  # bins whose expected value is read
-
-    def read_expected(upto: float) -> None:
-        nonlocal done
-        scope = engine.topics.get(topic) if topic is not None else None
-        while done < n and start + done * step <= upto:
-            b0 = start + done * step
-            if scope is not None and scope.baseline is not None:
-                expected[done] = scope.baseline.expected(b0, b0 + step)
-            done += 1
-
+    so the baseline has warmed up) to ``engine``; chart the scope in ``[start, end)``."""
+    rec = Recorder(engine, topic=topic, thread=thread)
     for m in mentions:
         if m.created_at >= end:
             break
-        read_expected(m.created_at)
+        rec.before(m.created_at)
         engine.ingest(m)
-        if m.created_at < start:
-            continue
-        if (thread is not None and m.thread_id != thread) or (
-                topic is not None and topic not in m.topics):
-            continue
-        i = int((m.created_at - start) // step)
-        counts[i] += 1
-        if m.compound is not None and m.compound <= NEGATIVE_COMPOUND:
-            negative[i] += 1
-    read_expected(end)
-    return Timeline(title or (f"topic {topic}" if topic else f"thread {thread}"), start,
-                    step, counts, negative, expected)
+        if m.created_at >= start:
+            rec.count(m)
+    rec.before(end - 1)
+    return rec.timeline(start=start, end=end, step=step, title=title)
 
 
 def render_png(t: Timeline) -> bytes:

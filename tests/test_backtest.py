@@ -142,9 +142,15 @@ def test_against_shows_exactly_what_a_higher_threshold_stops_catching(tmp_path: 
     assert r.exit_code == 1 and "the candidate rules miss viral" in r.stderr
     # the same change the other way round loses nothing: exit 0
     r = runner.invoke(app, ["backtest", dump, "--config", config, "--labels", labels_path,
-                            "--rules", str(b), "--against", str(a), "--quiet"])
+                            "--rules", str(b), "--against", str(a), "--quiet",
+                            "--chart", str(tmp_path / "chart")])
     assert r.exit_code == 0, r.output
     assert "newly caught: viral" in r.stdout and "newly missed: none" in r.stdout
+    # a chart per rules set, each with its own alerts listed
+    rows_b = (tmp_path / "chart.html").read_text().count("<tr><td>")
+    rows_a = (tmp_path / "chart-2.html").read_text().count("<tr><td>")
+    assert rows_b == 0  # the 200-reply rule: no alert at all in this week
+    assert rows_a >= 1 and "b.yaml" in (tmp_path / "chart.html").read_text()
 
 
 @pytest.mark.parametrize("text,message,line", [
