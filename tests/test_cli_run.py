@@ -98,6 +98,15 @@ def until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
+def polled(proc: subprocess.Popen[str], db: Path, timeout: float = 60.0) -> None:
+    """Wait until every source of the daemon has been polled; if the daemon dies first,
+    fail with what it said (not a bare timeout)."""
+    until(lambda: all_polled(db) or proc.poll() is not None, timeout=timeout)
+    if proc.poll() is not None:
+        _, err = proc.communicate(timeout=10)
+        raise AssertionError(f"the daemon exited ({proc.returncode}) before polling:\n{err}")
+
+
 def stored(db: Path) -> tuple[set[str], dict[str, int]]:
     s = Store.open(f"sqlite:///{db}")
     try:
@@ -136,7 +145,7 @@ def test_run_polls_every_source_and_stops_cleanly_on_sigterm(
     reddit, feeds = peers
     cfg = config(tmp_path, reddit, feeds, "plain")
     proc = start(cfg)
-    until(lambda: all_polled(tmp_path / "plain.db"))
+    polled(proc, tmp_path / "plain.db")
     code, err, took = stop(proc)
     assert code == 0 and took < 10, err
     assert "SIGTERM: stopping" in err and "stopped" in err
@@ -157,7 +166,7 @@ def test_sigkill_in_the_middle_of_a_poll_then_restart_equals_an_undisturbed_run(
         tmp_path: Path, peers: tuple[FakeReddit, FeedServer]) -> None:
     reddit, feeds = peers
     undisturbed = start(config(tmp_path, reddit, feeds, "calm"))
-    until(lambda: all_polled(tmp_path / "calm.db"))
+    polled(undisturbed, tmp_path / "calm.db")
     code, err, took = stop(undisturbed, signal.SIGINT)  # Ctrl-C stops it as cleanly
     assert code == 0 and took < 10 and "SIGINT: stopping" in err
 
@@ -173,7 +182,7 @@ def test_sigkill_in_the_middle_of_a_poll_then_restart_equals_an_undisturbed_run(
     assert "rss:b" not in totals_mid or totals_mid["rss:b"] == 0  # nothing half-stored
 
     again = start(cfg)
-    until(lambda: all_polled(tmp_path / "killed.db"))
+    polled(again, tmp_path / "killed.db")
     assert stop(again)[0] == 0
     calm_ids, calm_totals = stored(tmp_path / "calm.db")
     killed_ids, killed_totals = stored(tmp_path / "killed.db")
