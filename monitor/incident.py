@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor.errors import NotFound
-from monitor.models import AlertEvent, iso
+from monitor.models import iso
 
 NO_MESSAGES = ("No message was sent about it (no channel was configured, it was silenced, "
                "or it was replayed without --notify).")
@@ -240,11 +240,3 @@ def write_record(s: Any, store: Any, alert_id: int, base: str) -> list[str]:
         f.write(html_page(r, png))
     return [base + ".md", base + ".html", base + ".png"]
 
-
-def events_of(r: Record) -> list[AlertEvent]:
-    """Every alert event of the incident, in time order."""
-    out = [AlertEvent(event=e["event"], rule=a["rule"], severity=e["severity"],
-                      scope=a["scope"], key=a["key"], topic=a["topic"], at=e["at"],
-                      signals=e["signals"], summary=e["summary"])
-           for a in r.alerts for e in a["events"]]
-    return sorted(out, key=lambda ev: ev.at)
