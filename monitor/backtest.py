@@ -304,7 +304,7 @@ def messages_per_incident(s: Any, events: list[AlertEvent], labels: Labels) -> d
     from monitor import app as core
     from monitor.clock import FixedClock
     from monitor.notify.plan import Planner
-    from monitor.store import Store, sqlite_url
+    from monitor.store import Store, event_of, sqlite_url
 
     routing = core.build_routing(s)
     with tempfile.TemporaryDirectory(prefix="stormwatch-backtest-") as tmp:
@@ -324,7 +324,7 @@ def messages_per_incident(s: Any, events: list[AlertEvent], labels: Labels) -> d
     out = {}
     for inc in labels.incidents:
         mine = {alerts[e["alert_id"]]["incident_id"] for e in by_id.values()
-                if inc.covers(_event(e), labels.grace)}
+                if inc.covers(event_of(e), labels.grace)}
         per_channel: dict[str, int] = {}
         for d in deliveries:
             if d["incident_id"] in mine:
@@ -332,8 +332,3 @@ def messages_per_incident(s: Any, events: list[AlertEvent], labels: Labels) -> d
         out[inc.name] = max(per_channel.values(), default=0)
     return out
 
-
-def _event(row: dict[str, Any]) -> AlertEvent:
-    return AlertEvent(event=row["event"], rule=row["rule"], severity=row["severity"],
-                      scope=row["scope"], key=row["key"], topic=row["topic"], at=row["at"],
-                      signals={})

@@ -207,6 +207,7 @@ def from_store(s: Any, store: Any, *, topic: str | None = None, thread: str | No
     (default range: the last day of stored mentions). The two weeks of mentions before
     the range are run through the engine first, so the band is the baseline it had."""
     from monitor import app as core
+    from monitor.store import event_of
 
     if (topic is None) == (thread is None):
         raise ValueError("a timeline is of a topic or of a thread")
@@ -227,10 +228,7 @@ def from_store(s: Any, store: Any, *, topic: str | None = None, thread: str | No
         if (thread is not None and row["key"] != thread) or (
                 topic is not None and row["topic"] != topic):
             continue
-        t.events.append(AlertEvent(event=row["event"], rule=row["rule"],
-                                   severity=row["severity"], scope=row["scope"],
-                                   key=row["key"], topic=row["topic"], at=row["at"],
-                                   signals=row["signals"], summary=row["summary"]))
+        t.events.append(event_of(row))
     return t
 
 

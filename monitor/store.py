@@ -801,6 +801,15 @@ class Store:
         return orjson.loads(blob) if blob else None
 
 
+def event_of(row: dict[str, Any]) -> AlertEvent:
+    """An alert event as stored (a row of ``list_events`` or ``due_deliveries``)."""
+    return AlertEvent(event=row["event"], rule=row["rule"], severity=row["severity"],
+                      scope=row["scope"], key=row["key"], topic=row["topic"], at=row["at"],
+                      signals=row.get("signals") or {}, summary=row.get("summary") or "",
+                      playbook=row.get("playbook") or "",
+                      top_posts=tuple(row.get("top_posts") or ()), step=row.get("step", 0))
+
+
 def _engagement(metrics: dict[str, Any]) -> int:
     return sum(v for v in metrics.values() if isinstance(v, int) and not isinstance(v, bool))
 

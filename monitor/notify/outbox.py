@@ -32,11 +32,10 @@ from typing import Any, Protocol
 
 from monitor.backoff import backoff
 from monitor.clock import Clock, SystemClock
-from monitor.models import AlertEvent
 from monitor.notify.notice import Notice
 from monitor.notify.result import Result
 from monitor.notify.routes import Routing
-from monitor.store import Store
+from monitor.store import Store, event_of
 
 log = logging.getLogger("stormwatch")
 
@@ -83,7 +82,7 @@ class Outbox:
 
     def notice(self, row: dict[str, Any]) -> tuple[Notice, str | None]:
         """The notice a delivery row stands for, and the thread to reply in."""
-        ev = _event(row)
+        ev = event_of(row)
         incident, members, thread = self.store.message_context(
             row["incident_id"], row["channel"], ev.at)
         others = tuple(a for a in members if a["id"] != row["alert_id"])
@@ -151,10 +150,3 @@ class Outbox:
                     row["channel"])
         return None
 
-
-def _event(row: dict[str, Any]) -> AlertEvent:
-    return AlertEvent(event=row["event"], rule=row["rule"], severity=row["severity"],
-                      scope=row["scope"], key=row["key"], topic=row["topic"], at=row["at"],
-                      signals=row["signals"], summary=row["summary"],
-                      playbook=row["playbook"], top_posts=tuple(row["top_posts"]),
-                      step=row["step"])
