@@ -85,7 +85,8 @@ def source_intervals(s: Setup) -> dict[str, float]:
     return out
 
 
-def build_notify(s: Setup, store: Store, clock: Clock | None = None,
+def build_notify(s: Setup, store: Store, clock: Clock | None = None, *,
+                 holder: str = "local", claim: float = 60.0,
                  ) -> tuple[Outbox | None, Planner]:
     """The configured channels and the outbox that sends to them (None without channels),
     and the planner that groups alert events into incidents and, by the routes, into
@@ -100,7 +101,8 @@ def build_notify(s: Setup, store: Store, clock: Clock | None = None,
     channels = {name: build_channel(name, spec) for name, spec in notify.channels.items()}
     routing = build_routing(s)
     planner = Planner(routing, store, clock, group_wait=float(notify.group_wait))
-    return Outbox(store, channels, clock, routing=routing, repeat=float(notify.repeat)), planner
+    return Outbox(store, channels, clock, routing=routing, repeat=float(notify.repeat),
+                  holder=holder, claim=claim), planner
 
 
 def build_routing(s: Setup) -> Routing:
@@ -151,13 +153,21 @@ def _minutes(span: str) -> tuple[int, int]:
 
 def build_daemon(s: Setup, store: Store, clock: Clock | None = None) -> Daemon:
     from connectors.bluesky import BlueskySearch
-    from monitor.daemon import Daemon, build_pipeline
+    from monitor.daemon import Daemon
+    from monitor.detector import Detector
+    from monitor.leases import Leases
+    from monitor.pipeline import Intake
 
     clock = clock or SystemClock()  # one clock for sources, outbox and the daemon
+    period = float(s.config.run.lease)
     polling, subscriptions = build_sources(s, clock)
-    outbox, planner = build_notify(s, store, clock)
-    daemon = Daemon(engine_factory=lambda: build_engine(s),
-                    pipeline_factory=build_pipeline(s.matcher, store, planner),
+    leases = Leases(store, [f"topic:{t}" for t in s.matcher.names],
+                    holder=s.config.run.instance,
+                    period=period, clock=clock)
+    outbox, planner = build_notify(s, store, clock, holder=leases.holder, claim=2 * period)
+    detector = Detector(store, lambda topic: build_engine(s, owns=frozenset([topic])),
+                        planner, leases, clock=clock)
+    daemon = Daemon(intake=Intake(s.matcher, SentimentScorer(), store), detector=detector,
                     store=store, polling=polling, subscriptions=subscriptions, clock=clock,
                     outbox=outbox)
     for src in polling:
@@ -166,9 +176,10 @@ def build_daemon(s: Setup, store: Store, clock: Clock | None = None) -> Daemon:
     return daemon
 
 
-def build_engine(s: Setup, rules: RuleSet | None = None) -> Engine:
+def build_engine(s: Setup, rules: RuleSet | None = None, *,
+                 owns: frozenset[str] | None = None) -> Engine:
     return Engine(rules or s.rules, s.matcher.names, baseline_bin=DEFAULT_BASELINE_BIN,
-                  baseline_warmup=DEFAULT_BASELINE_WARMUP)
+                  baseline_warmup=DEFAULT_BASELINE_WARMUP, owns=owns)
 
 
 @dataclass

@@ -245,12 +245,41 @@ class SourcesSpec(_Strict):
     rss: dict[str, RssFeedSpec] = {}
 
 
+def _lease(v: Any) -> int:
+    seconds = parse_duration(v)
+    if seconds < 2:
+        raise ValueError("a lease lasts at least 2s")
+    return seconds
+
+
+def _listen(v: str | None) -> str | None:
+    if v is None:
+        return None
+    host, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:9464), found {v!r}")
+    return v
+
+
+class RunSpec(_Strict):
+    """``stormwatch run``: health and metrics, logs, instances, retention."""
+
+    health: Annotated[str | None, AfterValidator(_listen)] = "127.0.0.1:9464"
+    stale: Annotated[int | str, AfterValidator(parse_duration)] = "30m"
+    outbox_stuck: Annotated[int | str, AfterValidator(parse_duration)] = "10m"
+    log_format: Literal["text", "json"] = "text"
+    instance: str | None = None
+    lease: Annotated[int | str, AfterValidator(_lease)] = "30s"
+    keep_mentions: Annotated[int | str, AfterValidator(parse_duration)] = "90d"
+
+
 class ConfigSpec(_Strict):
     database: str = DEFAULT_DATABASE
     rules: list[str] = []
     topics: dict[str, TopicSpec] = {}
     sources: SourcesSpec = SourcesSpec()
     notify: NotifySpec = NotifySpec()
+    run: RunSpec = RunSpec()
 
 
 @dataclass(frozen=True)
@@ -260,6 +289,7 @@ class Config:
     topics: tuple[Topic, ...] = ()
     sources: SourcesSpec = field(default_factory=SourcesSpec)
     notify: NotifySpec = field(default_factory=NotifySpec)
+    run: RunSpec = field(default_factory=RunSpec)
     path: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -298,7 +328,7 @@ def load_config(path: str | None) -> Config:
         if rel and not os.path.isabs(rel) and rel != ":memory:":
             database = "sqlite:///" + os.path.join(base, rel)
     return Config(database=database, rules=rules, topics=topics, sources=spec.sources,
-                  notify=spec.notify, path=path)
+                  notify=spec.notify, run=spec.run, path=path)
 
 
 def _check_routes(notify: NotifySpec, data: Any, path: str) -> None:

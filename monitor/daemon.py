@@ -2,23 +2,32 @@
 
 Threads, and who owns what:
 
-- **the ingest loop** (the caller's thread) owns the engine and is the only writer: it
-  takes each fetched page off a queue and commits, in one transaction, the page's new
-  mentions, the alert events they caused, the source's cursor and health, and the engine
-  state. A crash at any point leaves the database at a page boundary: on restart the
-  engine, the cursors and the mentions agree, and the next poll starts where the last
-  committed page ended. Between pages it advances the engine on the wall clock (less a
-  lateness allowance), so windows close and alerts resolve when nothing arrives.
+- **the ingest loop** (the caller's thread) is the only writer of this instance: it takes
+  each fetched page off a queue and commits, in one transaction fenced by the source's
+  lease, the page's new mentions (numbered in the feed), the source's cursor and health.
+  Then it lets the topic detectors (``monitor.detector``) count what the feed holds
+  now, theirs and other instances' alike, and commit the alert events that caused. A
+  crash at any point leaves the database at a page boundary, and each detector at a
+  batch boundary of the feed: on restart the next poll starts where the last committed
+  page ended, and the detectors where they last committed. Between pages it advances
+  the detectors on the wall clock (less a lateness allowance), so windows close and
+  alerts resolve when nothing arrives.
+- **the lease keeper** renews this instance's leases (``monitor.leases``): which sources
+  it polls and which topics it detects. Alone, an instance holds them all; with others
+  on one PostgreSQL, each its share, and a dead one's after a lease period.
 - **polling sources** run as APScheduler jobs on their interval with jitter, never two
-  runs of one source at once; each waits for its page to be committed before fetching
-  the next. A failure is logged, recorded in the source's health and retried with
-  exponential backoff (or after the ``Retry-After`` the service asked for).
+  runs of one source at once, and only while this instance holds the source's lease;
+  each waits for its page to be committed before fetching the next. A failure is
+  logged, recorded in the source's health and retried with exponential backoff (or
+  after the ``Retry-After`` the service asked for).
 - **subscriptions** run as asyncio tasks in one thread, restarted with the same backoff
-  when their connection fails.
+  when their connection fails, connected only while their lease is held.
+- **the outbox** sends what the detectors queued (claims: ``Store.due_deliveries``).
 
 ``stop()`` (SIGINT / SIGTERM) ends it within seconds: the scheduler stops, subscriptions
-are cancelled, pages already fetched are committed, and a poll still waiting on the
-network is abandoned (its page was not committed, so it is fetched again next time).
+are cancelled, pages already fetched are committed, a poll still waiting on the
+network is abandoned (its page was not committed, so it is fetched again next time),
+and the leases are handed back for a successor to take at once.
 """
 
 from __future__ import annotations
@@ -33,20 +42,18 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from connectors.base import Fetched, PollingSource, SourceError, Subscription
 from monitor.backoff import FIRST, MAX, backoff
 from monitor.clock import Clock, SystemClock
-from monitor.engine import Engine
+from monitor.detector import Detector
+from monitor.leases import LeaseLost, Leases
 from monitor.models import AlertEvent, SourceState
 from monitor.notify.outbox import Outbox
-from monitor.notify.plan import Planner
-from monitor.pipeline import Pipeline, RunContext
-from monitor.sentiment import SentimentScorer
-from monitor.store import ENGINE_STATE, Store
+from monitor.pipeline import Intake, RunContext
+from monitor.store import Store
 
 log = logging.getLogger("stormwatch")
 
@@ -66,12 +73,12 @@ class _Work:
     fetched: Fetched | None = None
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
-    result: str = "stopping"   # committed | failed (the database refused it) | stopping
+    result: str = "stopping"  # committed | failed (the database refused it) | lost (the
+    # source's lease went to another instance) | stopping
 
 
 class Daemon:
-    def __init__(self, *, engine_factory: Callable[[], Engine], pipeline_factory:
-                 Callable[[Engine], Pipeline], store: Store,
+    def __init__(self, *, intake: Intake, detector: Detector, store: Store,
                  polling: Sequence[PollingSource] = (),
                  subscriptions: Sequence[Subscription] = (),
                  clock: Clock | None = None, on_event: Callable[[AlertEvent], None] | None =
@@ -81,47 +88,45 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.polling = list(polling)
         self.subscriptions = list(subscriptions)
-        self.on_event = on_event or _log_event
+        self.intake, self.detector = intake, detector
+        self.leases: Leases = detector.leases
+        self.detector.on_event = on_event or _log_event
         self.tick, self.lateness, self.backoff_first = tick, lateness, backoff_first
         self.outbox = outbox
         self._outbox_thread: threading.Thread | None = None
         self._outbox_wake = threading.Event()  # set when a commit wrote alert events
-        self._engine_factory, self._pipeline_factory = engine_factory, pipeline_factory
         self._queue: queue.Queue[_Work] = queue.Queue()
         self._stopping = threading.Event()
         self._drained = threading.Event()   # shutdown took what it will take off the queue
         self._scheduler: BackgroundScheduler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sub_thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._leases_changed = threading.Event()
         self.states: dict[str, SourceState] = {}
-        self._cursors: dict[str, Any] = {}   # committed cursors, read by the pollers
+        self._cursors: dict[str, tuple[int, Any]] = {}  # name -> (lease epoch, cursor)
         self._errors: dict[str, int] = {}
         self._lock = threading.Lock()
-        self.engine: Engine = engine_factory()
-        self.pipeline: Pipeline = pipeline_factory(self.engine)
-        self._committed_state: bytes | None = None   # the engine state last committed
         self._active: dict[str, list[str]] = {}   # prefix -> active thread ids (snapshot)
 
     # -- life cycle ------------------------------------------------------------------
     def start(self) -> None:
-        """Restore state and cursors, start the pollers and subscriptions."""
-        saved = self.store.load_state(ENGINE_STATE)
-        if saved:
-            self.engine.restore(saved)
-            self._committed_state = orjson.dumps(saved)
-            self._refresh_active()
+        """Take the leases that are free, restore what they cover, start the threads."""
+        sources = [*self.polling, *self.subscriptions]
+        self.leases.names = sorted({*self.leases.names,
+                                    *(f"source:{src.name}" for src in sources)})
         self.states = self.store.load_sources()
         new = []
-        for src in [*self.polling, *self.subscriptions]:
+        for src in sources:
             if src.name not in self.states:
                 new.append(self.states.setdefault(src.name, SourceState(name=src.name)))
-            st = self.states[src.name]
-            self._cursors[src.name] = st.cursor
-            self._errors[src.name] = st.errors_in_a_row
+            self._errors[src.name] = self.states[src.name].errors_in_a_row
         if new:  # so that `status` lists them (waiting) before their first page
             with self.store.transaction() as conn:
                 for st in new:
                     self.store.save_source(conn, st)
+        self._keep_leases()
+        self.detector.sync()
+        self._catch_up()
         if self.polling:
             self._scheduler = BackgroundScheduler(
                 executors={"default": JobPool(max_workers=len(self.polling))}, timezone=UTC)
@@ -133,16 +138,20 @@ class Daemon:
                     next_run_time=now, max_instances=1, coalesce=True,
                     misfire_grace_time=None)
             self._scheduler.start()
+        self._spawn("leases", self._run_leases)
         if self.outbox is not None:
-            self._outbox_thread = threading.Thread(target=self._run_outbox, name="outbox",
-                                                   daemon=True)
-            self._outbox_thread.start()
+            self._spawn("outbox", self._run_outbox)
         if self.subscriptions:
-            self._sub_thread = threading.Thread(target=self._run_subscriptions,
-                                                name="subscriptions", daemon=True)
-            self._sub_thread.start()
-        log.info("watching %d source(s): %s", len(self.states),
-                 ", ".join(sorted(self.states)) or "none")
+            self._spawn("subscriptions", self._run_subscriptions)
+        log.info("instance %s: watching %d source(s): %s; holds %d of %d lease(s)",
+                 self.leases.holder, len(sources),
+                 ", ".join(sorted(s.name for s in sources)) or "none",
+                 len(self.leases.held), len(self.leases.names))
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
 
     def active_threads(self, prefix: str) -> list[str]:
         """Active threads under ``prefix`` (``bluesky:``), most recent first: a snapshot
@@ -150,9 +159,9 @@ class Daemon:
         return self._active.setdefault(prefix, [])
 
     def _refresh_active(self) -> None:
-        since = self.engine.now - ACTIVE_WINDOW
         for prefix in list(self._active):
-            self._active[prefix] = self.engine.active_threads(prefix, since, ACTIVE_MAX)
+            self._active[prefix] = self.detector.active_threads(prefix, ACTIVE_WINDOW,
+                                                                ACTIVE_MAX)
 
     def _wall(self) -> datetime:
         return datetime.fromtimestamp(self.clock.now(), UTC)
@@ -180,10 +189,34 @@ class Daemon:
                 work = None
             if work is not None:
                 self._ingest(work)
+            if self._leases_changed.is_set():
+                self._leases_changed.clear()
+                self._sync_detector()
+            self._catch_up()  # this instance's pages, and other instances'
             if self.clock.monotonic() >= next_tick:
                 self.advance_clock()
                 self._refresh_active()
                 next_tick = self.clock.monotonic() + self.tick
+
+    def _sync_detector(self) -> None:
+        try:
+            self.detector.sync()
+        except Exception as e:  # noqa: BLE001 - retried when the leases next change
+            log.error("could not load a topic's detector: %s", e)
+            self._leases_changed.set()
+
+    def _catch_up(self) -> None:
+        """Count what the feed holds beyond each detector's place."""
+        try:
+            for _ in range(50):  # then back to the queue: pollers wait on their commits
+                if not self.detector.step():
+                    break
+        except Exception as e:  # noqa: BLE001 - a database fault must not end the daemon
+            log.error("could not count the stored mentions (tried again shortly): %s", e)
+            return
+        if self.detector.events_since_wake:
+            self.detector.events_since_wake = 0
+            self._outbox_wake.set()
 
     def shutdown(self) -> None:
         self._stopping.set()
@@ -201,11 +234,17 @@ class Daemon:
                 break
             self._ingest(work)
         self._drained.set()  # from now on a page handed over is not taken: its poll ends
+        with contextlib.suppress(Exception):
+            self._catch_up()
         for src in self.polling:
             try:
                 src.close()
             except Exception:  # noqa: BLE001 - closing must not stop the shutdown
                 log.exception("closing %s", src.name)
+        for t in self._threads:
+            if t.name != "subscriptions":
+                t.join(STOP_GRACE)
+        self.leases.release_all()
         log.info("stopped")
 
     # -- the ingest loop ---------------------------------------------------------------
@@ -221,6 +260,9 @@ class Daemon:
             work.result = "committed"
             if stored:
                 log.info("%s: %d new mention(s)", work.source, stored)
+        except LeaseLost as e:
+            work.result = "lost"
+            log.warning("%s: %s: the page is left to the new holder", work.source, e)
         except Exception as e:  # noqa: BLE001 - a database fault must not end the daemon
             work.result = "failed"
             log.error("%s: could not store %s: %s", work.source,
@@ -231,41 +273,29 @@ class Daemon:
 
     def _commit(self, name: str, mentions: list[Any], fetched: Fetched | None,
                 error: str | None) -> int:
-        """One transaction: mentions, alert events, cursor and health, engine state.
-        On failure nothing changes: the engine goes back to the state last committed."""
+        """One transaction, fenced by the source's lease: mentions, engagement growth,
+        cursor and health. On failure nothing changes (the page is fetched again)."""
         st = replace(self.states[name])
         ctx = RunContext()
         mentions = self._no_future(name, mentions)
-        try:
-            with self.store.transaction() as conn:
-                ctx.conn = conn
-                stored = self.pipeline.run(ctx, list(mentions)) if mentions else []
-                if fetched is not None and fetched.updates:
-                    for thread, topics, growth in self.store.refresh_metrics(
-                            conn, fetched.updates):
-                        self.engine.add_engagement(thread, topics, growth)
-                if fetched is not None:
-                    if fetched.cursor is not None:
-                        st.cursor = fetched.cursor
-                    st.succeeded(self.clock.now(), len(stored), fetched.newest)
-                else:
-                    st.failed(self.clock.now(), error or "")
-                self.store.save_source(conn, st)
-                state = self.store.save_state(conn, ENGINE_STATE, self.engine.state(),
-                                              self.engine.now)
-        except BaseException:
-            self._reset_engine()
-            raise
-        self._committed_state = state
+        with self.store.transaction() as conn:
+            self.leases.fence(conn, f"source:{name}")
+            ctx.conn = conn
+            stored = self.intake.run(ctx, list(mentions)) if mentions else []
+            if fetched is not None and fetched.updates:
+                self.store.add_engagement(conn, self.store.refresh_metrics(
+                    conn, fetched.updates))
+            if fetched is not None:
+                if fetched.cursor is not None:
+                    st.cursor = fetched.cursor
+                st.succeeded(self.clock.now(), len(stored), fetched.newest)
+            else:
+                st.failed(self.clock.now(), error or "")
+            self.store.save_source(conn, st)
         self.states[name] = st
-        if stored:
-            self._refresh_active()
         with self._lock:
-            self._cursors[name] = st.cursor
-        for ev in ctx.events:
-            self.on_event(ev)
-        if ctx.events:
-            self._outbox_wake.set()
+            epoch, _ = self._cursors.get(name, (0, None))
+            self._cursors[name] = (epoch, st.cursor)
         return len(stored)
 
     def _no_future(self, name: str, mentions: list[Any]) -> list[Any]:
@@ -286,36 +316,14 @@ class Daemon:
 
     def advance_clock(self) -> None:
         """Move event time to the wall clock less the lateness allowance."""
-        target = self.clock.now() - self.lateness
-        if not self.engine.now or target <= self.engine.now:
-            return
-        ctx = RunContext()
         try:
-            if self.engine.book.open:
-                closed = self.engine.book.close_by_hand(self.store.firing_keys())
-                if closed:
-                    log.info("%d alert(s) resolved by hand", closed)
-            with self.store.transaction() as conn:
-                ctx.conn = conn
-                ctx.events.extend(self.engine.advance(target))
-                self.pipeline.store_only(ctx, [])
-                state = self.store.save_state(conn, ENGINE_STATE, self.engine.state(),
-                                              self.engine.now)
+            self.detector.advance(self.clock.now() - self.lateness)
         except Exception as e:  # noqa: BLE001
             log.error("could not advance the clock: %s", e)
-            self._reset_engine()
             return
-        self._committed_state = state
-        for ev in ctx.events:
-            self.on_event(ev)
-        if ctx.events:
+        if self.detector.events_since_wake:
+            self.detector.events_since_wake = 0
             self._outbox_wake.set()
-
-    def _reset_engine(self) -> None:
-        self.engine = self._engine_factory()
-        if self._committed_state:  # a fresh copy: nothing shared with the failed engine
-            self.engine.restore(orjson.loads(self._committed_state))
-        self.pipeline = self._pipeline_factory(self.engine)
 
     def _submit(self, work: _Work) -> str:
         """Hand a page to the ingest loop and wait for it: "committed", "failed" (the
@@ -329,7 +337,8 @@ class Daemon:
         return work.result
 
     def _handed(self, work: _Work) -> bool:
-        """Submit a page; False when stopping; SourceError when it could not be stored."""
+        """Submit a page; False when stopping or the lease was lost; SourceError when it
+        could not be stored."""
         result = self._submit(work)
         if result == "failed":
             raise SourceError("the database could not store what was fetched; "
@@ -337,11 +346,33 @@ class Daemon:
         return result == "committed"
 
     # -- polling -----------------------------------------------------------------------
+    def _cursor(self, name: str) -> tuple[bool, Any]:
+        """(held, cursor): whether this instance holds the source's lease, and the cursor
+        to go on from (re-read from the database when the lease was newly taken:
+        another instance may have moved it)."""
+        epoch = self.leases.held.get(f"source:{name}")
+        if epoch is None:
+            return False, None
+        with self._lock:
+            known = self._cursors.get(name)
+        if known is not None and known[0] == epoch:
+            return True, known[1]
+        st = self.store.load_sources().get(name) or SourceState(name=name)
+        self.states[name] = st
+        with self._lock:
+            self._cursors[name] = (epoch, st.cursor)
+        return True, st.cursor
+
     def _poll(self, src: PollingSource) -> None:
         if self._stopping.is_set():
             return
-        with self._lock:
-            cursor = self._cursors.get(src.name)
+        try:
+            held, cursor = self._cursor(src.name)
+        except Exception as e:  # noqa: BLE001 - the database is down: next interval
+            log.error("%s: could not read its cursor: %s", src.name, e)
+            return
+        if not held:
+            return
         try:
             for fetched in src.poll(cursor):
                 if self._stopping.is_set() or not self._handed(_Work(src.name, fetched)):
@@ -384,6 +415,40 @@ class Daemon:
                 log.error("outbox: %s", e)
             self._outbox_wake.wait(OUTBOX_EVERY)  # at once when an alert was just stored
 
+    # -- leases ----------------------------------------------------------------------
+    def _keep_leases(self) -> None:
+        before = dict(self.leases.held)
+        try:
+            self.leases.keep()
+        except Exception as e:  # noqa: BLE001 - a lease not renewed expires and is fenced
+            log.error("could not renew leases: %s", e)
+        if self.leases.held != before:
+            self._leases_changed.set()
+            self._schedule_taken([n for n in self.leases.held if n not in before])
+
+    def _schedule_taken(self, names: list[str]) -> None:
+        """A source whose lease was just taken is polled when its interval since its last
+        poll (by whichever instance) is up: at once, after a takeover from a dead one."""
+        if self._scheduler is None or self._stopping.is_set():
+            return
+        by_name = {f"source:{src.name}": src for src in self.polling}
+        for name in names:
+            src = by_name.get(name)
+            if src is None:
+                continue
+            try:
+                st = self.store.load_sources().get(src.name)
+                last = st.last_poll if st is not None and st.last_poll else 0.0
+                due = max(self.clock.now(), last + src.interval)
+                self._scheduler.modify_job(src.name,
+                                           next_run_time=datetime.fromtimestamp(due, UTC))
+            except Exception as e:  # noqa: BLE001 - it runs on its interval anyway
+                log.warning("%s: could not schedule its first poll here: %s", src.name, e)
+
+    def _run_leases(self) -> None:
+        while not self._stopping.wait(self.leases.period / 3):
+            self._keep_leases()
+
     # -- subscriptions -----------------------------------------------------------------
     def _run_subscriptions(self) -> None:
         loop = asyncio.new_event_loop()
@@ -401,12 +466,23 @@ class Daemon:
     async def _subscribe(self, sub: Subscription) -> None:
         async def emit(fetched: Fetched) -> None:
             if not await asyncio.to_thread(self._handed, _Work(sub.name, fetched)):
-                raise asyncio.CancelledError  # stopping
+                if self._stopping.is_set():
+                    raise asyncio.CancelledError
+                raise SourceError("this instance no longer holds the source's lease")
             self._errors[sub.name] = 0
 
         while not self._stopping.is_set():
-            with self._lock:
-                cursor = self._cursors.get(sub.name)
+            try:
+                held, cursor = await asyncio.to_thread(self._cursor, sub.name)
+            except Exception as e:  # noqa: BLE001 - the database is down: try again
+                log.error("%s: could not read its cursor: %s", sub.name, e)
+                held = False
+            if not held:
+                try:
+                    await asyncio.sleep(min(1.0, self.leases.period / 3))
+                except asyncio.CancelledError:
+                    return
+                continue
             try:
                 await sub.stream(cursor, emit)
                 message, retry_after = "the stream ended", None
@@ -431,10 +507,4 @@ def _log_event(ev: AlertEvent) -> None:
     log.warning("ALERT %s %s %s %s %s: %s", ev.event.upper(), ev.severity, ev.rule, ev.scope,
                 ev.key, ev.summary)
 
-
-def build_pipeline(matcher: Any, store: Store, planner: Planner | None = None,
-                   ) -> Callable[[Engine], Pipeline]:
-    scorer = SentimentScorer()
-    return lambda engine: Pipeline(matcher, engine, scorer, store, check_store=True,
-                                   planner=planner)
 

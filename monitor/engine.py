@@ -46,8 +46,13 @@ class EngineStats:
 
 class Engine:
     def __init__(self, rules: RuleSet, topics: tuple[str, ...], *, baseline_bin: int = 300,
-                 baseline_warmup: int = 86400) -> None:
+                 baseline_warmup: int = 86400, owns: frozenset[str] | None = None) -> None:
+        """``owns``: the topics this engine watches (one live partition); None: all. A
+        mention counts in each owned topic it is in; its thread is watched by the engine
+        that owns its first topic, so one engine per topic together see what one engine
+        for all would (a reply naming only another brand than its thread's excepted)."""
         self.rules = rules
+        self.owns = owns
         self.topic_names = topics
         self.topic_rules = rules.for_scope("topic")
         self.thread_rules = rules.for_scope("thread")
@@ -102,8 +107,14 @@ class Engine:
                    if self.filters else ())
         post = (ts, m.id, m.author, text[:TEXT_KEEP], m.url, compound, eng)
         tid = m.thread_id
-        thread = self.threads.get(tid)
-        if thread is None:
+        topics = m.topics
+        owns = self.owns
+        if owns is not None:
+            topics = tuple(t for t in topics if t in owns)
+            if topics and m.topics[0] != topics[0]:
+                tid = ""  # its thread is watched where its first topic is
+        thread = self.threads.get(tid) if tid else None
+        if thread is None and tid:
             seed = self.seeds.pop(tid, None)
             if seed is None and self._seed_threads:
                 # Most threads never get a second mention: until one does, the thread is
@@ -121,7 +132,7 @@ class Engine:
             self.dirty.add(tid)
             if thread.total >= thread.next_look and self.thread_rules:
                 events += self._look(thread, self.thread_rules, self._thread_min, ts)
-        for name in m.topics:
+        for name in topics:
             topic = self.topics.get(name) or self._new_topic(name, ts)
             self._count(topic, ts, author, compound, eng, reach, matched, post)
             if ts >= topic.bin_start:

@@ -2,9 +2,10 @@
 
     match -> dedup -> sentiment -> detect -> store
 
-(``rules test`` runs the same stages without the store.) Each stage is a small
-class with ``run(ctx, items) -> items``; an empty list ends the
-run of that batch. Stages are built in ``monitor.app``; their order is written only here.
+(``rules test`` runs the same stages without the store; the live daemon splits them at
+the store: ``Intake`` stores, ``monitor.detector`` detects from the stored feed.) Each
+stage is a small class with ``run(ctx, items) -> items``; an empty list ends the run of
+that batch. Stages are built in ``monitor.app``; their order is written only here.
 The store stage writes the batch's mentions and the alert events they caused in the
 same transaction (``ctx.conn``), so what was counted and what was alerted never part.
 """
@@ -60,14 +61,19 @@ class MatchStage:
 class DedupStage:
     """Drop mentions already counted (by source-qualified id), before paying for sentiment."""
 
-    def __init__(self, engine: Engine,
-                 known_ids: Callable[[list[str]], set[str]] | None = None) -> None:
+    def __init__(self, engine: Engine | None,
+                 known_ids: Callable[[list[str]], set[str]] | None = None, *,
+                 carry: bool = True) -> None:
+        """``carry``: the previous batch is being counted while this one is selected
+        (a replay), so its ids count as known; live, a batch is stored (or refused)
+        before the next is selected, and the store knows."""
         self.engine = engine
         self.known_ids = known_ids  # the store's, for ids older than the engine remembers
+        self.carry = carry
         self.in_flight: set[str] = set()  # the previous batch's ids, maybe not yet counted
 
     def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
-        is_dup = self.engine.is_duplicate
+        is_dup = self.engine.is_duplicate if self.engine is not None else _never
         batch: set[str] = set()
         in_flight = self.in_flight
         out = []
@@ -80,7 +86,8 @@ class DedupStage:
             stored = self.known_ids([m.id for m in out])
             if stored:
                 out = [m for m in out if m.id not in stored]
-        self.in_flight = batch
+        if self.carry:
+            self.in_flight = batch
         ctx.counts["duplicates"] += len(items) - len(out)
         return out
 
@@ -143,6 +150,32 @@ class StoreStage:
         else:
             self.store.add_events(ctx.conn, ctx.events)
         return items
+
+
+class Intake:
+    """Live, a page is stored before it is counted (``monitor.detector`` counts it from
+    the feed, on whichever instance watches its topics): match -> dedup (against the
+    store) -> sentiment -> store, in the transaction ``ctx.conn`` that also moves the
+    source's cursor."""
+
+    def __init__(self, matcher: TopicMatcher, scorer: SentimentScorer, store: Store) -> None:
+        self.store = store
+        self.stages: tuple[Stage, ...] = (MatchStage(matcher),
+                                          DedupStage(None, store.known_ids, carry=False),
+                                          SentimentStage(scorer))
+
+    def run(self, ctx: RunContext, items: list[Mention]) -> list[Mention]:
+        assert ctx.conn is not None, "the intake stores in the page's transaction"
+        for stage in self.stages:
+            items = stage.run(ctx, items)
+            if not items:
+                return items
+        self.store.add_mentions(ctx.conn, items)
+        return items
+
+
+def _never(_: str) -> bool:
+    return False
 
 
 class Pipeline:

@@ -51,11 +51,13 @@ mentions = sa.Table(
     sa.Column("topics", sa.Text, nullable=False),
     sa.Column("compound", sa.Float),
     sa.Column("data", sa.Text),  # JSON: metrics, topic, extra keys
+    sa.Column("seq", sa.BigInteger),  # its place in the feed (commit order)
     sa.Index("ix_mentions_created_at", "created_at"),
+    sa.Index("ix_mentions_seq", "seq"),
 )
 
 MENTION_COLUMNS = ("id", "source", "thread_id", "parent_id", "author", "created_at", "text",
-                   "title", "url", "lang", "author_followers", "topics", "compound", "data")
+                   "title", "url", "lang", "author_followers", "topics", "compound", "data", "seq")
 
 alerts = sa.Table(
     "alerts", metadata,
@@ -71,7 +73,7 @@ alerts = sa.Table(
     sa.Column("resolved_at", sa.Float),
     sa.Column("incident_id", sa.Integer),
     sa.Column("resolved_by", sa.Text),  # a person who closed it by hand (alerts resolve)
-    sa.Index("ix_alerts_open", "rule", "key", unique=True,
+    sa.Index("ix_alerts_open", "rule", "key", "topic", unique=True,
              sqlite_where=sa.text("state = 'firing'"),
              postgresql_where=sa.text("state = 'firing'")),
 )
@@ -131,6 +133,8 @@ deliveries = sa.Table(
     sa.Column("ref", sa.Text),  # the service's handle on the message (Slack ts...)
     sa.Column("incident_id", sa.Integer),
     sa.Column("kind", sa.String(16), nullable=False, server_default="page"),
+    sa.Column("claimed_by", sa.Text),     # the instance sending it ...
+    sa.Column("claim_until", sa.Float),   # ... until then (after: in doubt, anyone's)
     sa.Index("ix_deliveries_due", "status", "next_at"),
 )
 
@@ -169,6 +173,45 @@ delivery_attempts = sa.Table(
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("detail", sa.Text, nullable=False),
+)
+
+leases = sa.Table(
+    "leases", metadata,
+    sa.Column("name", sa.Text, primary_key=True),  # source:reddit, topic:acme
+    sa.Column("holder", sa.Text),                   # an instance name
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+instances = sa.Table(
+    "instances", metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("seen_at", sa.Float, nullable=False),
+)
+
+counters = sa.Table(
+    "counters", metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+engagement = sa.Table(  # engagement that grew on stored mentions: part of the feed
+    "engagement", metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("thread_id", sa.Text, nullable=False),
+    sa.Column("topics", sa.Text, nullable=False),
+    sa.Column("growth", sa.BigInteger, nullable=False),
+)
+
+partitions = sa.Table(  # a topic's detector: its state and how far into the feed it is
+    "partitions", metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.LargeBinary, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )
 
 ENGINE_STATE = "engine"  # the engine_state row of the engine (replay --db and run share it)
@@ -266,7 +309,55 @@ class Store:
                          m.text, m.title, m.url, m.lang, m.author_followers,
                          ",".join(m.topics), m.compound,
                          dumps(data, default=str).decode() if data else None))
-        conn.exec_driver_sql(self._insert_mention, rows)
+        first = self.next_seq(conn, len(rows))
+        conn.exec_driver_sql(self._insert_mention,
+                             [(*r, first + i) for i, r in enumerate(rows)])
+
+    def next_seq(self, conn: Connection, n: int) -> int:
+        """The first of ``n`` feed numbers. The counter's row stays locked until the
+        transaction commits, so numbers become visible in order: a reader that has seen
+        number k has seen every committed number below it (several instances write)."""
+        last = conn.execute(counters.update().where(counters.c.name == "feed")
+                            .values(value=counters.c.value + n)
+                            .returning(counters.c.value)).scalar()
+        if last is None:  # a database made by create_all (a throwaway replay)
+            conn.execute(counters.insert().values(name="feed", value=n))
+            last = n
+        return int(last) - n + 1
+
+    def add_engagement(self, conn: Connection,
+                       grown: Sequence[tuple[str, list[str], int]]) -> None:
+        """Engagement growth (from ``refresh_metrics``) into the feed, for the detectors."""
+        if not grown:
+            return
+        first = self.next_seq(conn, len(grown))
+        conn.execute(engagement.insert(), [
+            {"seq": first + i, "thread_id": t, "topics": ",".join(topics), "growth": g}
+            for i, (t, topics, g) in enumerate(grown)])
+
+    def feed(self, since: int, limit: int = 2000,
+             ) -> list[tuple[int, Mention | tuple[str, list[str], int]]]:
+        """What was stored after feed number ``since``, in order: mentions, and engagement
+        growth as (thread id, topics, growth)."""
+        with self._errors("reading the feed"), self.engine.connect() as conn:
+            ms = conn.execute(sa.select(mentions).where(mentions.c.seq > since)
+                              .order_by(mentions.c.seq).limit(limit)).all()
+            es = conn.execute(sa.select(engagement).where(engagement.c.seq > since)
+                              .order_by(engagement.c.seq).limit(limit)).all()
+        horizon = min([rows[-1].seq for rows in (ms, es) if len(rows) == limit],
+                      default=None)
+        out: list[tuple[int, Mention | tuple[str, list[str], int]]] = [
+            (r.seq, _mention_of(r._mapping)) for r in ms]
+        out += [(r.seq, (r.thread_id, [t for t in r.topics.split(",") if t], r.growth))
+                for r in es]
+        out.sort(key=lambda x: x[0])
+        return out if horizon is None else [x for x in out if x[0] <= horizon]
+
+    def last_seq(self) -> int:
+        """The newest feed number handed out."""
+        with self._errors("reading the feed"), self.engine.connect() as conn:
+            return int(conn.execute(sa.select(counters.c.value)
+                                    .where(counters.c.name == "feed")).scalar() or 0)
 
     def iter_mentions(self, *, since: float | None = None, until: float | None = None,
                       topic: str | None = None, batch: int = 5000) -> Iterator[Mention]:
@@ -351,7 +442,7 @@ class Store:
         out = []
         for ev in events:
             alert_id = conn.execute(sa.select(alerts.c.id).where(
-                alerts.c.rule == ev.rule, alerts.c.key == ev.key,
+                alerts.c.rule == ev.rule, alerts.c.key == ev.key, alerts.c.topic == ev.topic,
                 alerts.c.state == "firing")).scalar()
             by_hand = None
             if alert_id is None and ev.event != "fired":
@@ -359,8 +450,8 @@ class Store:
                 # event goes on that record, which stays closed
                 by_hand = alert_id = conn.execute(sa.select(alerts.c.id).where(
                     alerts.c.rule == ev.rule, alerts.c.key == ev.key,
-                    alerts.c.resolved_by.is_not(None)).order_by(alerts.c.id.desc())
-                    .limit(1)).scalar()
+                    alerts.c.topic == ev.topic, alerts.c.resolved_by.is_not(None))
+                    .order_by(alerts.c.id.desc()).limit(1)).scalar()
             if by_hand is None and (ev.event == "fired" or alert_id is None):
                 if alert_id is not None:  # a stale open row: close it before reopening
                     conn.execute(alerts.update().where(alerts.c.id == alert_id).values(
@@ -436,7 +527,9 @@ class Store:
                      nth: int = 0) -> None:
         """A message to send; its key (incident, kind, event, channel[, nth]) is unique."""
         key = f"{incident_id}:{kind}:{event_id}:{channel}" + (f":{nth}" if nth else "")
-        conn.execute(deliveries.insert().values(
+        ins = (sqlite.insert(deliveries) if self.dialect == "sqlite"
+               else postgresql.insert(deliveries))
+        conn.execute(ins.on_conflict_do_nothing(index_elements=["key"]).values(
             event_id=event_id, alert_id=alert_id, incident_id=incident_id, channel=channel,
             kind=kind, key=key, status="pending", attempts=0, next_at=due, created_at=now))
 
@@ -492,10 +585,13 @@ class Store:
         return queued
 
     # -- the outbox ------------------------------------------------------------------
-    def due_deliveries(self, now: float, limit: int) -> list[dict[str, Any]]:
+    def due_deliveries(self, now: float, limit: int, *, holder: str = "local",
+                       claim: float = 60.0) -> list[dict[str, Any]]:
         """Unsent deliveries whose time has come, oldest first, each only when no earlier
-        delivery of the same incident to the same channel is still unsent (in order).
-        One left ``sending`` is in doubt: a process died while sending it."""
+        delivery of the same incident to the same channel is still unsent (in order),
+        claimed for ``holder`` until ``now + claim``: other instances skip them (``FOR
+        UPDATE SKIP LOCKED`` while claiming, the claim after). One left ``sending`` when
+        its claim ran out is in doubt: the process sending it died."""
         d, d2 = deliveries, deliveries.alias("earlier")
         earlier = sa.exists().where(d2.c.incident_id == d.c.incident_id,
                                     d2.c.channel == d.c.channel,
@@ -509,10 +605,15 @@ class Store:
                        alerts.c.scope, alerts.c.key, alerts.c.topic)
              .join(alert_events, alert_events.c.id == d.c.event_id)
              .join(alerts, alerts.c.id == d.c.alert_id)
-             .where(d.c.status.in_(UNSENT), d.c.next_at <= now, ~earlier)
-             .order_by(d.c.id).limit(limit))
-        with self._errors("reading the outbox"), self.engine.connect() as conn:
+             .where(d.c.status.in_(UNSENT), d.c.next_at <= now, ~earlier,
+                    sa.or_(d.c.claim_until.is_(None), d.c.claim_until < now))
+             .order_by(d.c.id).limit(limit)
+             .with_for_update(of=d, skip_locked=True))
+        with self._errors("claiming from the outbox"), self.engine.begin() as conn:
             rows = [dict(r._mapping) for r in conn.execute(q)]
+            if rows:
+                conn.execute(d.update().where(d.c.id.in_([r["id"] for r in rows]))
+                             .values(claimed_by=holder, claim_until=now + claim))
         for r in rows:
             r["signals"] = orjson.loads(r["signals"])
             r["top_posts"] = orjson.loads(r["top_posts"])
@@ -562,18 +663,24 @@ class Store:
                     counts[i] += 1
         return counts
 
-    def mark_sending(self, delivery_id: int, at: float) -> None:
+    def mark_sending(self, delivery_id: int, at: float, *, holder: str = "local",
+                     claim: float = 60.0) -> bool:
         """Committed before a send: if the process dies before the answer is recorded, the
-        delivery is found ``sending`` (in doubt) after the restart, not merely pending."""
+        delivery is found ``sending`` (in doubt) once its claim runs out, not merely
+        pending. False when ``holder`` no longer holds the claim (another instance took
+        it): not sent here."""
+        d = deliveries
         with self.transaction() as conn:
-            conn.execute(deliveries.update().where(deliveries.c.id == delivery_id)
-                         .values(status="sending", next_at=at))
+            done = conn.execute(d.update().where(d.c.id == delivery_id, d.c.claimed_by == holder)
+                                .values(status="sending", next_at=at, claim_until=at + claim))
+            return bool(done.rowcount)
 
     def record_attempt(self, delivery_id: int, at: float, outcome: str, detail: str, *,
                        status: str, next_at: float | None = None,
                        ref: str | None = None) -> None:
         """One attempt, kept for the audit trail, and the delivery's new state."""
-        values: dict[str, Any] = {"status": status, "attempts": deliveries.c.attempts + 1}
+        values: dict[str, Any] = {"status": status, "attempts": deliveries.c.attempts + 1,
+                                  "claimed_by": None, "claim_until": None}
         if status == "sent":
             values.update(sent_at=at, ref=ref, last_error=None)
         else:
@@ -726,11 +833,12 @@ class Store:
                 plan(conn, [ev], ids)
             return ev
 
-    def firing_keys(self) -> set[tuple[str, str]]:
-        """(rule, key) of every alert the database holds as firing."""
+    def firing_alerts(self) -> set[tuple[str, str, str]]:
+        """(rule, key, topic) of every alert the database holds as firing."""
+        q = sa.select(alerts.c.rule, alerts.c.key, alerts.c.topic).where(
+            alerts.c.state == "firing")
         with self._errors("reading alerts"), self.engine.connect() as conn:
-            return {(r, k) for r, k in conn.execute(
-                sa.select(alerts.c.rule, alerts.c.key).where(alerts.c.state == "firing"))}
+            return {(r, k, t) for r, k, t in conn.execute(q)}
 
     # -- silences ----------------------------------------------------------------------
     def add_silence(self, *, rule: str | None, topic: str | None, key: str | None,
@@ -793,6 +901,21 @@ class Store:
         conn.execute(ins.values(name=name, state=blob, updated_at=at).on_conflict_do_update(
             index_elements=["name"], set_={"state": blob, "updated_at": at}))
         return blob
+
+    def save_partition(self, conn: Connection, name: str, seq: int, state: bytes,
+                       at: float) -> None:
+        """A topic detector's state and its place in the feed, in one row."""
+        values = {"seq": seq, "state": state, "updated_at": at}
+        ins = (sqlite.insert(partitions) if self.dialect == "sqlite"
+               else postgresql.insert(partitions))
+        conn.execute(ins.values(name=name, **values).on_conflict_do_update(
+            index_elements=["name"], set_=values))
+
+    def load_partition(self, name: str) -> tuple[int, dict[str, Any]] | None:
+        with self._errors("loading detector state"), self.engine.connect() as conn:
+            row = conn.execute(sa.select(partitions.c.seq, partitions.c.state)
+                               .where(partitions.c.name == name)).first()
+        return (int(row.seq), orjson.loads(row.state)) if row is not None else None
 
     def load_state(self, name: str) -> dict[str, Any] | None:
         with self._errors("loading engine state"), self.engine.connect() as conn:

@@ -24,5 +24,7 @@ def config() -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     cfg = config()
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # instances starting together: one at a time
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7466218)")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)

@@ -58,15 +58,19 @@ class Channel(Protocol):
 class Outbox:
     def __init__(self, store: Store, channels: Mapping[str, Channel],
                  clock: Clock | None = None, *, routing: Routing | None = None,
-                 repeat: float = 0.0) -> None:
+                 repeat: float = 0.0, holder: str = "local", claim: float = 60.0) -> None:
+        """``holder``: this instance's name; a delivery it takes is claimed for ``claim``
+        seconds (other instances leave it alone), longer than any send may take."""
         self.store, self.channels = store, dict(channels)
         self.clock = clock or SystemClock()
         self.routing, self.repeat = routing, repeat
+        self.holder, self.claim = holder, claim
 
-    def deliver_due(self, limit: int = 50) -> int:
+    def deliver_due(self, limit: int = 10) -> int:
         """Send what is due; returns how many were sent."""
         sent = 0
-        for row in self.store.due_deliveries(self.clock.now(), limit):
+        for row in self.store.due_deliveries(self.clock.now(), limit, holder=self.holder,
+                                             claim=self.claim):
             if self._deliver(row):
                 sent += 1
         return sent
@@ -106,7 +110,9 @@ class Outbox:
                 if row["status"] == "sending":
                     result = self._in_doubt(channel, row, thread)
                 if result is None:
-                    self.store.mark_sending(row["id"], now)
+                    if not self.store.mark_sending(row["id"], now, holder=self.holder,
+                                                   claim=self.claim):
+                        return False  # another instance took it over: it sends it
                     result = channel.deliver(notice, thread, now, row["delivery_key"])
             except Exception as e:  # noqa: BLE001 - a notifier bug must not stop the outbox
                 log.exception("%s: delivering failed unexpectedly", row["channel"])

@@ -211,10 +211,10 @@ def test_a_send_in_doubt_is_looked_up_before_it_is_sent_again(store: Store,
                                                                in_channel: bool) -> None:
     """A process died mid-send (the row is ``sending``): the bot API is asked whether the
     message with this key is in the channel; only if not is it posted again."""
-    clock = FixedClock(T)
+    clock = FixedClock(T + 61)  # the dead process's claim has run out
     add(store, ev("fired"))
     [d] = store.list_deliveries()
-    store.mark_sending(d["id"], T)  # ... and the process died here
+    died_sending(store, d["id"])
     found = {"type": "message", "ts": "1714560001.000200", "text": "x",
              "metadata": {"event_type": "stormwatch_alert",
                           "event_payload": {"delivery": d["key"]}}}
@@ -239,11 +239,19 @@ def test_a_send_in_doubt_is_looked_up_before_it_is_sent_again(store: Store,
         assert body["metadata"]["event_payload"]["delivery"] == d["key"]
 
 
+def died_sending(store: Store, delivery_id: int) -> None:
+    """Another process claimed the delivery at T (for 60 s), marked it sending, and died."""
+    [row] = store.due_deliveries(T, 10, holder="dead", claim=60)
+    assert row["id"] == delivery_id
+    assert store.mark_sending(delivery_id, T, holder="dead", claim=60)
+
+
 @respx.mock
 def test_a_slack_webhook_send_in_doubt_goes_again_it_cannot_be_looked_up(store: Store) -> None:
     add(store, ev("fired"))
     [d] = store.list_deliveries()
-    store.mark_sending(d["id"], T)
+    died_sending(store, d["id"])
     route = respx.post(HOOK).respond(200, text="ok")
-    assert webhook_outbox(store, FixedClock(T + 5)).deliver_due() == 1
+    assert webhook_outbox(store, FixedClock(T + 5)).deliver_due() == 0  # claimed: not yet
+    assert webhook_outbox(store, FixedClock(T + 61)).deliver_due() == 1
     assert route.call_count == 1 and store.list_deliveries()[0]["status"] == "sent"

@@ -76,7 +76,7 @@ def test_migrations_run_once_and_again(store: Store) -> None:
 
     from monitor.migrations import config
 
-    assert version == ScriptDirectory.from_config(config()).get_current_head() == "0004"
+    assert version == ScriptDirectory.from_config(config()).get_current_head() == "0005"
 
 
 def test_a_database_of_the_first_release_upgrades_keeping_its_data(tmp_path: str) -> None:
@@ -176,7 +176,8 @@ def test_a_scratch_database_has_the_declared_schema(tmp_path: str) -> None:
         assert s.count_mentions() == 3
         assert set(sa.inspect(s.engine).get_table_names()) == {
             "mentions", "alerts", "alert_events", "engine_state", "sources", "deliveries",
-            "delivery_attempts", "incidents", "silences"}
+            "delivery_attempts", "incidents", "silences", "leases", "instances", "counters",
+            "engagement", "partitions"}
     finally:
         s.close()
 
