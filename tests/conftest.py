@@ -4,13 +4,42 @@ from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
+import sqlalchemy as sa
 
 from monitor.models import Mention
 
 T0 = 1714521600.0  # 2024-05-01T00:00:00Z
+
+PG_URL = os.environ.get("STORMWATCH_TEST_PG_URL", "")
+
+
+def pg_store_url() -> Iterator[str]:
+    """A fresh schema in the test PostgreSQL database, dropped afterwards."""
+    if not PG_URL:
+        pytest.skip("PostgreSQL tests need STORMWATCH_TEST_PG_URL "
+                    "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    schema = f"sw_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_URL)
+    try:
+        with admin.begin() as c:
+            c.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    except sa.exc.OperationalError as e:
+        pytest.skip(f"PostgreSQL at {PG_URL} is not reachable: {e.orig}")
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as c:
+        c.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a fresh PostgreSQL schema for one test (skips without the server)."""
+    yield from pg_store_url()
 
 
 def mention(i: int | str, t: float, text: str = "acme is fine", *, thread: str = "",

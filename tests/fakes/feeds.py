@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -29,6 +30,19 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        srv = self.server
+        with srv.lock:
+            if srv.active.get(self.path):
+                srv.overlaps.append(self.path)  # polled twice at once
+            srv.active[self.path] = srv.active.get(self.path, 0) + 1
+        try:
+            time.sleep(srv.delay)
+            self._serve()
+        finally:
+            with srv.lock:
+                srv.active[self.path] -= 1
+
+    def _serve(self) -> None:
         srv = self.server
         with srv.lock:
             srv.hits.append(self.path)
@@ -77,10 +91,14 @@ class _Server(QuietServer):
     lock: threading.Lock
     stalled: threading.Event
     release: threading.Event
+    active: dict[str, int]
+    overlaps: list[str]
+    delay: float
 
 
 class FeedServer(LocalServer):
-    """``with FeedServer() as fs: fs.feeds["/a.xml"] = rss(...); fs.url + "/a.xml"``."""
+    """``with FeedServer() as fs: fs.feeds["/a.xml"] = rss(...); fs.url + "/a.xml"``.
+    ``fs.server.delay``: seconds each answer waits (so that overlapping polls overlap)."""
 
     server_class = _Server
 
@@ -90,6 +108,8 @@ class FeedServer(LocalServer):
         srv.feeds, srv.stall, srv.hits, srv.faults = {}, set(), [], {}
         srv.lock = threading.Lock()
         srv.stalled, srv.release = threading.Event(), threading.Event()
+        srv.active, srv.overlaps, srv.delay = {}, [], 0.0
+        self.overlaps = srv.overlaps  # paths requested while a request for them was open
         self.feeds, self.stall, self.faults = srv.feeds, srv.stall, srv.faults
         self.stalled, self.release = srv.stalled, srv.release
 

@@ -1,7 +1,5 @@
 """The store on SQLite and on PostgreSQL: migrations, idempotent mentions, alerts, state."""
 
-import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -10,28 +8,7 @@ import sqlalchemy as sa
 from monitor.errors import StoreError
 from monitor.models import AlertEvent, Mention
 from monitor.store import Store
-from tests.conftest import T0
-
-PG_URL = os.environ.get("STORMWATCH_TEST_PG_URL", "")
-
-
-def pg_store_url() -> Iterator[str]:
-    """A fresh schema in the test PostgreSQL database, dropped afterwards."""
-    if not PG_URL:
-        pytest.skip("PostgreSQL tests need STORMWATCH_TEST_PG_URL "
-                    "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
-    schema = f"sw_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL)
-    try:
-        with admin.begin() as c:
-            c.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    except sa.exc.OperationalError as e:
-        pytest.skip(f"PostgreSQL at {PG_URL} is not reachable: {e.orig}")
-    sep = "&" if "?" in PG_URL else "?"
-    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    with admin.begin() as c:
-        c.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
+from tests.conftest import T0, pg_store_url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

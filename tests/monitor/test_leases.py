@@ -1,0 +1,187 @@
+"""Leases, fencing and outbox claims, on SQLite and on PostgreSQL, with a clock the test
+moves: who holds what, when a dead holder's work is taken, and that a holder which
+lost its lease cannot commit over its successor."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from monitor.clock import FixedClock
+from monitor.config import default_rules_path
+from monitor.detector import Detector
+from monitor.engine import Engine
+from monitor.leases import LeaseLost, Leases
+from monitor.models import AlertEvent, Mention
+from monitor.notify.plan import Planner
+from monitor.notify.routes import Route, Routing
+from monitor.rules import load_rules
+from monitor.store import Store, sources
+from tests.conftest import pg_store_url
+
+T = 1_714_560_000.0
+NAMES = ["source:reddit", "source:rss:a", "source:rss:b", "topic:acme", "topic:globex",
+         "topic:initech", "topic:umbrella"]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        s = Store.open(f"sqlite:///{tmp_path}/l.db")
+        yield s
+        s.close()
+        return
+    gen = pg_store_url()
+    s = Store.open(next(gen))
+    yield s
+    s.close()
+    next(gen, None)
+
+
+def instance(store: Store, name: str, clock: FixedClock) -> Leases:
+    return Leases(store, NAMES, holder=name, period=30.0, clock=clock)
+
+
+def test_alone_an_instance_takes_everything_and_a_second_gets_half(store: Store) -> None:
+    clock = FixedClock(T)
+    a, b = instance(store, "a", clock), instance(store, "b", clock)
+    assert set(a.keep()) == set(NAMES)
+    assert b.keep() == {}                  # all held, and a is alive
+    a.keep()                               # a sees b alive: its share is 4 of 7
+    assert len(a.held) == 4
+    got = b.keep()
+    assert len(got) == 3 and not set(got) & set(a.held)
+    clock.advance(10)
+    assert len(a.keep()) == 4 and len(b.keep()) == 3  # stable: nothing moves
+
+
+def test_a_dead_instance_s_leases_are_taken_after_one_period_not_before(store: Store) -> None:
+    clock = FixedClock(T)
+    a, b = instance(store, "a", clock), instance(store, "b", clock)
+    a.keep()
+    epochs = dict(a.held)
+    clock.advance(29)                      # a died just after its last renewal
+    assert b.keep() == {}
+    clock.advance(2)                       # its leases have expired, its heartbeat is old
+    got = b.keep()
+    assert set(got) == set(NAMES)
+    assert all(got[n] == epochs[n] + 1 for n in NAMES)  # a new epoch for every one
+
+
+def test_a_holder_that_lost_its_lease_cannot_commit(store: Store) -> None:
+    """An instance frozen past its lease wakes up and tries to commit a page: the fence
+    refuses it and nothing of the transaction lands."""
+    clock = FixedClock(T)
+    a, b = instance(store, "a", clock), instance(store, "b", clock)
+    a.keep()
+    clock.advance(31)                      # a froze
+    b.keep()
+    with pytest.raises(LeaseLost), store.transaction() as conn:
+        conn.execute(sources.insert().values(name="reddit", errors_in_a_row=0,
+                                             mentions_today=0, mentions_total=1))
+        a.fence(conn, "source:reddit")
+    assert "reddit" not in store.load_sources()
+    assert "source:reddit" not in a.held
+    with store.transaction() as conn:      # the new holder commits
+        b.fence(conn, "source:reddit")
+
+
+def test_a_lease_given_back_on_a_clean_stop_is_taken_at_once(store: Store) -> None:
+    clock = FixedClock(T)
+    a, b = instance(store, "a", clock), instance(store, "b", clock)
+    a.keep()
+    a.release_all()
+    assert set(b.keep()) == set(NAMES)     # no wait for the period
+
+
+def test_a_renewal_after_expiry_is_refused_when_another_took_it(store: Store) -> None:
+    clock = FixedClock(T)
+    a, b = instance(store, "a", clock), instance(store, "b", clock)
+    a.keep()
+    clock.advance(31)
+    b.keep()
+    a.keep()                               # a comes back: it does not get them back
+    assert not set(a.held) & set(b.held)
+    assert set(a.held) | set(b.held) == set(NAMES)
+
+
+def engine_for(topic: str) -> Engine:
+    return Engine(load_rules([default_rules_path()]), ("acme",), owns=frozenset([topic]))
+
+
+def test_a_detector_whose_topic_was_taken_drops_its_batch_and_the_partition(
+        store: Store) -> None:
+    clock = FixedClock(T + 3600)
+    a = Leases(store, ["topic:acme"], holder="a", period=30.0, clock=clock)
+    a.keep()
+    planner = Planner(Routing([]), store, clock)
+    det = Detector(store, engine_for, planner, a, clock=clock)
+    det.sync()
+    with store.transaction() as conn:
+        store.add_mentions(conn, [Mention(id=f"reddit:t1_{i}", text="acme is down",
+                                          created_at=T + i, source="reddit",
+                                          thread_id="reddit:t3_x", author=f"u{i}",
+                                          topics=("acme",), compound=-0.5)
+                                  for i in range(3)])
+    assert det.step() == 3
+    assert det.partitions["acme"].seq == 3
+    with store.transaction() as conn:
+        store.add_mentions(conn, [Mention(id="reddit:t1_9", text="acme still down",
+                                          created_at=T + 9, source="reddit",
+                                          thread_id="reddit:t3_x", author="u9",
+                                          topics=("acme",), compound=-0.5)])
+    clock.advance(31)                      # a froze; b took the topic
+    b = Leases(store, ["topic:acme"], holder="b", period=30.0, clock=clock)
+    b.keep()
+    det.step()                             # a's batch is refused; it lets the topic go
+    assert det.partitions == {}
+    saved = store.load_partition("topic:acme")
+    assert saved is not None and saved[0] == 3  # the place b goes on from
+    det_b = Detector(store, engine_for, planner, b, clock=clock)
+    det_b.sync()
+    assert det_b.step() == 1
+    assert det_b.partitions["acme"].engine.topics["acme"].total == 4  # 3 + 1, once each
+
+
+def fired(key: str, topic: str) -> AlertEvent:
+    return AlertEvent(event="fired", rule="negative-thread-taking-off", severity="warning",
+                      scope="thread", key=key, topic=topic, at=T, signals={}, summary=key)
+
+
+@pytest.mark.postgres
+def test_two_outboxes_claim_each_delivery_once(tmp_path: Path) -> None:
+    """Two instances take due deliveries at the same time (FOR UPDATE SKIP LOCKED):
+    every delivery is claimed by exactly one of them."""
+    gen = pg_store_url()
+    store = Store.open(next(gen))
+    try:
+        routing = Routing([Route("all", ("care",), "info")])
+        with store.transaction() as conn:
+            Planner(routing, store, FixedClock(T)).record(
+                conn, [fired(f"reddit:t3_{i}", f"brand{i}") for i in range(120)])
+        assert len(store.list_deliveries()) == 120  # a page for each brand's incident
+        claimed: dict[str, list[int]] = {"a": [], "b": []}
+        go = threading.Barrier(2)
+
+        def take(holder: str) -> None:
+            go.wait()
+            while True:
+                rows = store.due_deliveries(T + 60, 3, holder=holder, claim=600)
+                if not rows:
+                    return
+                claimed[holder] += [r["id"] for r in rows]
+
+        threads = [threading.Thread(target=take, args=(h,)) for h in claimed]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        both = claimed["a"] + claimed["b"]
+        assert len(both) == len(set(both)) == len(store.list_deliveries())
+        assert claimed["a"] and claimed["b"]  # they did share the work
+    finally:
+        store.close()
+        next(gen, None)
