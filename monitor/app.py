@@ -173,6 +173,19 @@ def build_daemon(s: Setup, store: Store, clock: Clock | None = None) -> Daemon:
     for src in polling:
         if isinstance(src, BlueskySearch):  # refreshes the engagement of active threads
             src.targets = lambda: daemon.active_threads("bluesky:")
+    run = s.config.run
+    if run.health:
+        from monitor.health import Health, HealthServer
+
+        try:
+            daemon.health = HealthServer(
+                Health(store, daemon.watched(), stale=float(run.stale),
+                       outbox_stuck=float(run.outbox_stuck), clock=clock), run.health)
+        except OSError as e:
+            raise UsageError(f"cannot serve health and metrics on {run.health}: {e.strerror}",
+                             path=s.config.path,
+                             hint="another process has the port: set run.health to another "
+                                  "HOST:PORT, or null to turn it off") from None
     return daemon
 
 

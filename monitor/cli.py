@@ -408,6 +408,12 @@ def run(
     for noisy in ("alembic", "apscheduler", "httpx", "httpcore", "prawcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     s = setup(config)
+    if s.config.run.log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter(  # one object per line; text escaped by JSON
+            "{levelname}{name}{threadName}{message}", style="{", timestamp=True,
+            rename_fields={"levelname": "level", "name": "logger", "threadName": "thread"}))
     from monitor import app as core
     from monitor.store import Store
 

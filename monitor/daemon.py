@@ -46,9 +46,11 @@ from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from connectors.base import Fetched, PollingSource, SourceError, Subscription
+from monitor import metrics
 from monitor.backoff import FIRST, MAX, backoff
 from monitor.clock import Clock, SystemClock
 from monitor.detector import Detector
+from monitor.health import HealthServer, Watched
 from monitor.leases import LeaseLost, Leases
 from monitor.models import AlertEvent, SourceState
 from monitor.notify.outbox import Outbox
@@ -107,6 +109,21 @@ class Daemon:
         self._errors: dict[str, int] = {}
         self._lock = threading.Lock()
         self._active: dict[str, list[str]] = {}   # prefix -> active thread ids (snapshot)
+        self.health: HealthServer | None = None   # /healthz and /metrics, when configured
+        self.started = self.clock.now()
+
+    def watched(self) -> Watched:
+        """What this instance answers for, for ``/healthz``."""
+        def held() -> dict[str, float]:
+            out = {src.name: float(src.interval) for src in self.polling}
+            out.update({sub.name: 0.0 for sub in self.subscriptions})
+            return {n: i for n, i in out.items() if self.leases.holds(f"source:{n}")}
+
+        def behind() -> int:
+            places = [p.seq for p in list(self.detector.partitions.values())]
+            return max(0, self.store.last_seq() - min(places)) if places else 0
+
+        return Watched(sources=held, started=self.started, behind=behind)
 
     # -- life cycle ------------------------------------------------------------------
     def start(self) -> None:
@@ -139,6 +156,8 @@ class Daemon:
                     misfire_grace_time=None)
             self._scheduler.start()
         self._spawn("leases", self._run_leases)
+        if self.health is not None:
+            self.health.start()
         if self.outbox is not None:
             self._spawn("outbox", self._run_outbox)
         if self.subscriptions:
@@ -245,18 +264,22 @@ class Daemon:
             if t.name != "subscriptions":
                 t.join(STOP_GRACE)
         self.leases.release_all()
+        if self.health is not None:
+            self.health.stop()
         log.info("stopped")
 
     # -- the ingest loop ---------------------------------------------------------------
     def _ingest(self, work: _Work) -> None:
         fetched = work.fetched
+        timer = metrics.INGEST_SECONDS.time() if fetched is not None else contextlib.nullcontext()
         try:
             if fetched is None:
                 self._commit(work.source, [], None, work.error or "unknown error")
                 return
             for w in fetched.warnings:
                 log.warning("%s: %s", work.source, w)
-            stored = self._commit(work.source, fetched.mentions, fetched, None)
+            with timer:
+                stored = self._commit(work.source, fetched.mentions, fetched, None)
             work.result = "committed"
             if stored:
                 log.info("%s: %d new mention(s)", work.source, stored)
@@ -293,6 +316,12 @@ class Daemon:
                 st.failed(self.clock.now(), error or "")
             self.store.save_source(conn, st)
         self.states[name] = st
+        if stored:
+            metrics.MENTIONS.labels(name).inc(len(stored))
+        if fetched is not None:
+            metrics.SOURCE_SUCCESS.labels(name).set(st.last_success or 0)
+            if st.lag is not None:
+                metrics.SOURCE_LAG.labels(name).set(st.lag)
         with self._lock:
             epoch, _ = self._cursors.get(name, (0, None))
             self._cursors[name] = (epoch, st.cursor)
@@ -387,6 +416,7 @@ class Daemon:
     def _failed(self, src: PollingSource, message: str, retry_after: float | None,
                 setting: str | None) -> None:
         n = self._errors[src.name] = self._errors.get(src.name, 0) + 1
+        metrics.POLL_ERRORS.labels(src.name).inc()
         delay = backoff(n, src.interval, retry_after, first=self.backoff_first)
         hint = f" (check {setting})" if setting else ""
         log.warning("%s: %s%s; try %d, next in %.0f s", src.name, message, hint, n, delay)
@@ -422,6 +452,7 @@ class Daemon:
             self.leases.keep()
         except Exception as e:  # noqa: BLE001 - a lease not renewed expires and is fenced
             log.error("could not renew leases: %s", e)
+        metrics.LEASES.set(len(self.leases.held))
         if self.leases.held != before:
             self._leases_changed.set()
             self._schedule_taken([n for n in self.leases.held if n not in before])
@@ -494,6 +525,7 @@ class Daemon:
                 log.exception("%s: unexpected error", sub.name)
                 message, retry_after = f"unexpected error: {type(e).__name__}: {e}", None
             n = self._errors[sub.name] = self._errors.get(sub.name, 0) + 1
+            metrics.POLL_ERRORS.labels(sub.name).inc()
             delay = backoff(n, MAX, retry_after, first=self.backoff_first)
             log.warning("%s: %s; reconnecting in %.0f s", sub.name, message, delay)
             await asyncio.to_thread(self._submit, _Work(sub.name, error=message))

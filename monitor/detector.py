@@ -18,11 +18,14 @@ the stored mentions of its topic of the last two days, without alerting on them.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
+from monitor import metrics
 from monitor.alerts import AlertBook
 from monitor.clock import Clock, SystemClock
 from monitor.engine import Engine
@@ -110,7 +113,13 @@ class Detector:
         rows = self.store.feed(since, limit)
         if not rows:
             return 0
+        with metrics.DETECT_SECONDS.time():
+            self._count(rows)
+        return len(rows)
+
+    def _count(self, rows: list[tuple[int, Any]]) -> None:
         events: list[AlertEvent] = []
+        counted: Counter[str] = Counter()
         touched: set[str] = set()
         parts = list(self.partitions.values())
         for seq, item in rows:
@@ -123,14 +132,16 @@ class Detector:
                             not p.engine.is_duplicate(item.id):
                         events += p.engine.ingest(item)
                         touched.add(p.topic)
+                        counted[p.topic] += 1
             else:
                 thread, topics, growth = item
                 for p in parts:
                     if seq > p.seq and p.topic in topics:
                         p.engine.add_engagement(thread, [p.topic], growth)
                         touched.add(p.topic)
-        self._commit(events, touched, rows[-1][0])
-        return len(rows)
+        if self._commit(events, touched, rows[-1][0]):
+            for topic, n in counted.items():
+                metrics.COUNTED.labels(topic).inc(n)
 
     def _advance_all(self, t: float, events: list[AlertEvent], touched: set[str]) -> None:
         for p in self.partitions.values():
@@ -160,7 +171,7 @@ class Detector:
         self._advance_all(t, events, touched)
         self._commit(events, touched, None)
 
-    def _commit(self, events: list[AlertEvent], touched: set[str], seq: int | None) -> None:
+    def _commit(self, events: list[AlertEvent], touched: set[str], seq: int | None) -> bool:
         """One transaction for the batch: its alert events, and the state and place of
         each partition it changed, fenced by their leases. A partition it did not change
         keeps its saved place (re-reading rows not about its topic changes nothing). On
@@ -184,7 +195,7 @@ class Detector:
                 log.warning("%s: its batch is left to the new holder", e)
                 self._roll_back()
                 self.sync()
-                return
+                return False
             except Exception:
                 self._roll_back()
                 raise
@@ -195,7 +206,9 @@ class Detector:
                 p.seq = max(p.seq, seq)
         self.events_since_wake += len(events)
         for ev in events:
+            metrics.ALERT_EVENTS.labels(ev.event, ev.severity).inc()
             self.on_event(ev)
+        return True
 
     def _roll_back(self) -> None:
         for topic, p in list(self.partitions.items()):

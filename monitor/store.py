@@ -249,7 +249,11 @@ class Store:
         if "://" not in url:
             url = sqlite_url(url)
         try:
-            engine = sa.create_engine(url, future=True)
+            pg = url.startswith("postgresql")
+            # PostgreSQL restarts (an upgrade, a failover): a pooled connection it closed
+            # is noticed and replaced before use, and an unreachable server fails fast.
+            engine = sa.create_engine(url, future=True, pool_pre_ping=pg,
+                                      connect_args={"connect_timeout": 10} if pg else {})
         except (sa.exc.ArgumentError, ImportError) as e:
             raise StoreError(f"cannot use database URL: {e}",
                              hint="e.g. sqlite:///stormwatch.db or "
@@ -692,6 +696,19 @@ class Store:
                 delivery_id=delivery_id, at=at, outcome=outcome, detail=detail[:500]))
             conn.execute(deliveries.update().where(deliveries.c.id == delivery_id)
                          .values(**values))
+
+    def ping(self) -> None:
+        """A round trip to the database (StoreError when it does not answer)."""
+        with self._errors("reaching the database"), self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def outbox_backlog(self) -> tuple[int, float | None]:
+        """Messages not sent yet, and when the oldest of them was queued."""
+        q = sa.select(sa.func.count(), sa.func.min(deliveries.c.created_at)).where(
+            deliveries.c.status.in_(UNSENT))
+        with self._errors("reading the outbox"), self.engine.connect() as conn:
+            n, oldest = conn.execute(q).one()
+        return int(n), oldest
 
     def outbox_summary(self) -> dict[str, Any]:
         """Deliveries by status, and the latest failure (for ``status``)."""

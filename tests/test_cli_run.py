@@ -52,7 +52,7 @@ def config(tmp: Path, reddit: FakeReddit, feeds: FeedServer, db: str, *, rss: bo
         """), "  ") if rss else ""
     path.write_text(textwrap.dedent(f"""\
         database: sqlite:///{tmp / db}.db
-        run: {{lease: 3s}}   # a killed daemon's work waits 3 s for its restart
+        run: {{lease: 3s, health: "127.0.0.1:0"}}   # a killed daemon's work waits 3 s
         topics:
           acme: {{terms: [acme]}}
         sources:

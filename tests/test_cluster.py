@@ -72,7 +72,7 @@ def config(tmp: Path, db: str, reddit: FakeReddit, feeds: FeedServer,
                        for f in FEEDS)
     path.write_text(textwrap.dedent(f"""\
         database: "{db}"
-        run: {{lease: {LEASE:g}s, health: null}}
+        run: {{lease: {LEASE:g}s, health: "127.0.0.1:0"}}
         topics:
           acme: {{terms: [acme]}}
           globex: {{terms: [globex]}}

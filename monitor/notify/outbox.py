@@ -30,6 +30,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from monitor import metrics
 from monitor.backoff import backoff
 from monitor.clock import Clock, SystemClock
 from monitor.notify.notice import Notice
@@ -118,6 +119,10 @@ class Outbox:
                 log.exception("%s: delivering failed unexpectedly", row["channel"])
                 result = Result.retry(f"unexpected error: {type(e).__name__}")
         attempts = row["attempts"] + 1
+        giving_up = result.outcome != "sent" and (result.outcome != "retry" or
+                                                  now - row["created_at"] >= GIVE_UP)
+        metrics.DELIVERIES.labels(row["channel"], "failed" if giving_up
+                                  else result.outcome).inc()
         if result.outcome == "sent":
             self.store.record_attempt(row["id"], now, "sent", result.detail, status="sent",
                                       ref=result.ref)
