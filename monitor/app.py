@@ -169,10 +169,19 @@ def build_daemon(s: Setup, store: Store, clock: Clock | None = None) -> Daemon:
                         planner, leases, clock=clock)
     daemon = Daemon(intake=Intake(s.matcher, SentimentScorer(), store), detector=detector,
                     store=store, polling=polling, subscriptions=subscriptions, clock=clock,
-                    outbox=outbox)
+                    outbox=outbox, keep_mentions=float(s.config.run.keep_mentions))
     for src in polling:
         if isinstance(src, BlueskySearch):  # refreshes the engagement of active threads
             src.targets = lambda: daemon.active_threads("bluesky:")
+    def load_rules() -> Callable[[str], Engine]:
+        from monitor.setup import checked_rules
+
+        rules = checked_rules(list(s.config.rules_paths()), s.matcher)
+        return lambda topic: build_engine(s, rules, owns=frozenset([topic]))
+
+    # watched: the configured paths (a directory changes when a file is added) and files
+    daemon.rules_files = sorted({*s.config.rules_paths(), *s.rules.paths})
+    daemon.load_rules = load_rules
     run = s.config.run
     if run.health:
         from monitor.health import Health, HealthServer

@@ -391,7 +391,10 @@ def run(
     """The daemon: poll the config's sources on schedule, detect, store and report alerts.
 
     Stops cleanly on SIGINT (Ctrl-C) or SIGTERM: pages already fetched are committed, and
-    a restart continues from the stored cursors. A second signal stops at once.
+    a restart continues from the stored cursors. A second signal stops at once. SIGHUP,
+    or saving a rules file, reloads the rules (a file with a mistake keeps the running
+    rules; the log says where). Health and metrics: http://127.0.0.1:9464/healthz and
+    /metrics (the config's run: section). Several instances may share one PostgreSQL.
 
     Example:
 
@@ -435,6 +438,7 @@ def run(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())  # rules files again
     try:
         daemon.run()
     finally:

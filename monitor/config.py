@@ -252,6 +252,13 @@ def _lease(v: Any) -> int:
     return seconds
 
 
+def _keep(v: Any) -> int:
+    seconds = parse_duration(v)
+    if seconds < 600:
+        raise ValueError("keep mentions at least 10m (the detectors and charts read them)")
+    return seconds
+
+
 def _listen(v: str | None) -> str | None:
     if v is None:
         return None
@@ -270,7 +277,7 @@ class RunSpec(_Strict):
     log_format: Literal["text", "json"] = "text"
     instance: str | None = None
     lease: Annotated[int | str, AfterValidator(_lease)] = "30s"
-    keep_mentions: Annotated[int | str, AfterValidator(parse_duration)] = "90d"
+    keep_mentions: Annotated[int | str, AfterValidator(_keep)] = "90d"
 
 
 class ConfigSpec(_Strict):

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -46,7 +47,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from connectors.base import Fetched, PollingSource, SourceError, Subscription
-from monitor import metrics
+from monitor import metrics, retention
 from monitor.backoff import FIRST, MAX, backoff
 from monitor.clock import Clock, SystemClock
 from monitor.detector import Detector
@@ -61,6 +62,8 @@ log = logging.getLogger("stormwatch")
 
 TICK = 15.0            # seconds between wall-clock advances when idle
 LATENESS = 120.0       # event time trails the wall clock by this much (slow sources)
+RULES_LOOK = 2.0        # seconds between looks at the rules files' modification times
+RETENTION_EVERY = 600.0  # seconds between prunes (at most; a short retention prunes more often)
 ACTIVE_WINDOW = 3600.0  # threads with a mention in the last hour are "active"
 ACTIVE_MAX = 250        # at most this many are offered for an engagement refresh
 STOP_GRACE = 5.0       # seconds to commit pages already fetched when stopping
@@ -85,8 +88,11 @@ class Daemon:
                  subscriptions: Sequence[Subscription] = (),
                  clock: Clock | None = None, on_event: Callable[[AlertEvent], None] | None =
                  None, tick: float = TICK, lateness: float = LATENESS,
-                 backoff_first: float = FIRST, outbox: Outbox | None = None) -> None:
+                 backoff_first: float = FIRST, outbox: Outbox | None = None,
+                 keep_mentions: float | None = None) -> None:
+        """``keep_mentions``: seconds of mentions to keep (None: keep everything)."""
         self.store = store
+        self.keep_mentions = keep_mentions
         self.clock = clock or SystemClock()
         self.polling = list(polling)
         self.subscriptions = list(subscriptions)
@@ -110,6 +116,11 @@ class Daemon:
         self._lock = threading.Lock()
         self._active: dict[str, list[str]] = {}   # prefix -> active thread ids (snapshot)
         self.health: HealthServer | None = None   # /healthz and /metrics, when configured
+        # rules: (the files, a loader that validates them and returns an engine factory)
+        self.rules_files: list[str] = []
+        self.load_rules: Callable[[], Callable[[str], Any]] | None = None
+        self._reload = threading.Event()
+        self._rules_mtimes: dict[str, float | None] = {}
         self.started = self.clock.now()
 
     def watched(self) -> Watched:
@@ -129,7 +140,8 @@ class Daemon:
     def start(self) -> None:
         """Take the leases that are free, restore what they cover, start the threads."""
         sources = [*self.polling, *self.subscriptions]
-        self.leases.names = sorted({*self.leases.names,
+        jobs = ["job:retention"] if self.keep_mentions else []
+        self.leases.names = sorted({*self.leases.names, *jobs,
                                     *(f"source:{src.name}" for src in sources)})
         self.states = self.store.load_sources()
         new = []
@@ -200,6 +212,9 @@ class Daemon:
 
     def serve(self) -> None:
         next_tick = self.clock.monotonic() + self.tick
+        next_prune = self.clock.monotonic() + self.tick
+        next_look = self.clock.monotonic() + RULES_LOOK
+        self._rules_mtimes = self._mtimes()
         while not self._stopping.is_set():
             wait = max(0.0, min(0.5, next_tick - self.clock.monotonic()))
             try:
@@ -216,6 +231,57 @@ class Daemon:
                 self.advance_clock()
                 self._refresh_active()
                 next_tick = self.clock.monotonic() + self.tick
+            if self._reload.is_set() or self.clock.monotonic() >= next_look:
+                next_look = self.clock.monotonic() + RULES_LOOK
+                if self._reload.is_set() or self._rules_mtimes != self._mtimes():
+                    self._reload.clear()
+                    self.reload_rules()
+            if self.keep_mentions and self.clock.monotonic() >= next_prune:
+                next_prune = self.clock.monotonic() + min(RETENTION_EVERY,
+                                                          self.keep_mentions / 4)
+                self._prune()
+
+    # -- rules ---------------------------------------------------------------------
+    def request_reload(self) -> None:
+        """Reload the rules files at the next turn of the ingest loop (SIGHUP; safe from
+        a signal handler)."""
+        self._reload.set()
+
+    def _mtimes(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for path in self.rules_files:
+            try:
+                out[path] = os.stat(path).st_mtime
+            except OSError:
+                out[path] = None
+        return out
+
+    def reload_rules(self) -> bool:
+        """Load the rules files again; all or nothing: a file with a mistake keeps the
+        rules running as they are, and the log says where the mistake is."""
+        if self.load_rules is None:
+            return False
+        self._rules_mtimes = self._mtimes()
+        try:
+            factory = self.load_rules()
+        except Exception as e:  # noqa: BLE001 - a bad file must not stop the daemon
+            log.error("rules not reloaded, the running rules stay: %s", e)
+            return False
+        try:
+            self.detector.reload(factory)
+        except Exception as e:  # noqa: BLE001 - the database went away: next change
+            log.error("rules not reloaded (detector state unreadable): %s", e)
+            return False
+        log.info("rules reloaded from %s", ", ".join(self.rules_files) or "the defaults")
+        return True
+
+    def _prune(self) -> None:
+        if not self.leases.holds("job:retention") or self.keep_mentions is None:
+            return
+        try:
+            retention.prune(self.store, self.clock.now(), self.keep_mentions)
+        except Exception as e:  # noqa: BLE001 - tried again next time
+            log.error("retention: could not delete old mentions: %s", e)
 
     def _sync_detector(self) -> None:
         try:

@@ -210,6 +210,13 @@ class Detector:
             self.on_event(ev)
         return True
 
+    def reload(self, engine_factory: Callable[[str], Engine]) -> None:
+        """New rules: every partition goes on from its committed state (all of it is
+        committed between batches) under engines built by ``engine_factory``; what
+        still applies is kept (``Engine.restore``)."""
+        self.engine_factory = engine_factory
+        self._roll_back()
+
     def _roll_back(self) -> None:
         for topic, p in list(self.partitions.items()):
             engine = self.engine_factory(topic)

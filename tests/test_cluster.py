@@ -126,7 +126,8 @@ def until(cond: Callable[[], bool], timeout: float, what: str, logs: list[Path],
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs)
+            tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs
+                              if p.exists())
             raise AssertionError(f"timed out waiting for {what} (last seen: {seen})\n{tails}")
         time.sleep(0.1)
 
@@ -159,7 +160,7 @@ def test_two_instances_share_the_work_and_one_killed_loses_nothing(
         until(lambda: _migrated(pg_url), 60, "the first instance to migrate", logs)
         store = Store.open(pg_url)
         try:
-            names = 2 + 1 + len(FEEDS)  # topics, reddit, feeds
+            names = 2 + 1 + len(FEEDS) + 1  # topics, reddit, feeds, the retention job
             until(lambda: len(holders(store)) == names and all(holders(store).values()),
                   60, "the first instance to take every lease", logs)
             b = start(cfg, logs[1])

@@ -398,3 +398,71 @@ def test_an_alert_resolved_by_hand_is_forgotten_and_pages_again_only_when_worse(
     assert [a["state"] for a in store.list_alerts()] == ["resolved"]  # the record stays closed
     d.stop()
     d.shutdown()
+
+
+RULE = """\
+rules:
+  - name: {name}
+    scope: thread
+    window: 30m
+    when: {{mentions: ">= {n}"}}
+    severity: warning
+"""
+
+
+def test_a_saved_rules_file_is_reloaded_and_a_broken_one_keeps_the_running_rules(
+        tmp_path: Any, store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULE.format(name="busy-thread", n=5))
+    cfg = tmp_path / "stormwatch.yaml"
+    cfg.write_text(f"rules: [{rules}]\nrun: {{health: null}}\n")
+    d = core.build_daemon(setup(str(cfg)), store)
+    d.polling = [Scripted("reddit", [[m(1), m(2)]])]
+    t = running(d)
+    try:
+        until(lambda: "all" in d.detector.partitions and
+              engine(d).stats.mentions == 2)
+
+        def rule_names() -> list[str]:
+            return [r.name for r in engine(d).rules.rules]
+        assert rule_names() == ["busy-thread"]
+        rules.write_text(RULE.format(name="busy-thread", n="not a number"))
+        until(lambda: "rules not reloaded" in caplog.text)
+        assert f"{rules}:" in caplog.text  # where the mistake is
+        assert rule_names() == ["busy-thread"]
+        rules.write_text(RULE.format(name="very-busy-thread", n=50))
+        until(lambda: rule_names() == ["very-busy-thread"])
+        assert engine(d).topics["all"].total == 2  # the state went on under the new rules
+    finally:
+        d.stop()
+        t.join(10)
+
+
+def test_a_detector_without_state_is_warmed_from_stored_mentions_without_alerting(
+        store: Store) -> None:
+    """A new topic, or a state lost: the detector learns the stored mentions of the last
+    two days (baseline, windows, threads) without alerting on that history; what still
+    holds at its next evaluation alerts then, as new."""
+    from monitor.clock import SystemClock
+
+    now = SystemClock().now()
+    angry = [Mention(id=f"reddit:t1_w{i}", text="acme lost my refund, this is terrible",
+                     created_at=now - 3 * 86400 + i, source="reddit", thread_id="reddit:t3_old",
+                     author=f"w{i}", topics=("all",), compound=-0.7) for i in range(40)]
+    recent = [Mention(id=f"reddit:t1_r{i}", text="acme lost my refund, this is terrible",
+                      created_at=now - 600 + 10 * i, source="reddit",
+                      thread_id="reddit:t3_now", author=f"r{i}", topics=("all",),
+                      compound=-0.7) for i in range(30)]
+    with store.transaction() as conn:
+        store.add_mentions(conn, angry + recent)
+    d = daemon(store)
+    d.start()
+    try:
+        e = engine(d)
+        assert e.topics["all"].total == 30          # the last two days only
+        assert "reddit:t3_now" in e.threads           # its threads, as they stand
+        assert not e.book.open and store.list_alerts() == []  # history: no page for it
+        assert d.detector.partitions["all"].seq == store.last_seq()
+    finally:
+        d.stop()
+        d.shutdown()
