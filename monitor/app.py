@@ -173,12 +173,15 @@ def build_daemon(s: Setup, store: Store, clock: Clock | None = None) -> Daemon:
     for src in polling:
         if isinstance(src, BlueskySearch):  # refreshes the engagement of active threads
             src.targets = lambda: daemon.active_threads("bluesky:")
-    def load_rules() -> Callable[[str], Engine]:
+    def load_rules() -> tuple[RuleSet, Callable[[str], Engine]]:
         from monitor.setup import checked_rules
 
         rules = checked_rules(list(s.config.rules_paths()), s.matcher)
-        return lambda topic: build_engine(s, rules, owns=frozenset([topic]))
+        return rules, lambda topic: build_engine(s, rules, owns=frozenset([topic]))
 
+    from monitor.flatline import Flatline
+
+    daemon.flatline = Flatline(store, s.rules, leases, planner, clock=clock)
     # watched: the configured paths (a directory changes when a file is added) and files
     daemon.rules_files = sorted({*s.config.rules_paths(), *s.rules.paths})
     daemon.load_rules = load_rules

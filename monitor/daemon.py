@@ -51,17 +51,20 @@ from monitor import metrics, retention
 from monitor.backoff import FIRST, MAX, backoff
 from monitor.clock import Clock, SystemClock
 from monitor.detector import Detector
+from monitor.flatline import Flatline
 from monitor.health import HealthServer, Watched
 from monitor.leases import LeaseLost, Leases
 from monitor.models import AlertEvent, SourceState
 from monitor.notify.outbox import Outbox
 from monitor.pipeline import Intake, RunContext
+from monitor.rules import RuleSet
 from monitor.store import Store
 
 log = logging.getLogger("stormwatch")
 
 TICK = 15.0            # seconds between wall-clock advances when idle
 LATENESS = 120.0       # event time trails the wall clock by this much (slow sources)
+FLATLINE_EVERY = 60.0   # seconds between looks at the sources' volume (flatline rules)
 RULES_LOOK = 2.0        # seconds between looks at the rules files' modification times
 RETENTION_EVERY = 600.0  # seconds between prunes (at most; a short retention prunes more often)
 ACTIVE_WINDOW = 3600.0  # threads with a mention in the last hour are "active"
@@ -118,7 +121,8 @@ class Daemon:
         self.health: HealthServer | None = None   # /healthz and /metrics, when configured
         # rules: (the files, a loader that validates them and returns an engine factory)
         self.rules_files: list[str] = []
-        self.load_rules: Callable[[], Callable[[str], Any]] | None = None
+        self.load_rules: Callable[[], tuple[RuleSet, Callable[[str], Any]]] | None = None
+        self.flatline: Flatline | None = None   # source rules, when there are any
         self._reload = threading.Event()
         self._rules_mtimes: dict[str, float | None] = {}
         self.started = self.clock.now()
@@ -214,6 +218,7 @@ class Daemon:
         next_tick = self.clock.monotonic() + self.tick
         next_prune = self.clock.monotonic() + self.tick
         next_look = self.clock.monotonic() + RULES_LOOK
+        next_flat = self.clock.monotonic() + FLATLINE_EVERY
         self._rules_mtimes = self._mtimes()
         while not self._stopping.is_set():
             wait = max(0.0, min(0.5, next_tick - self.clock.monotonic()))
@@ -236,6 +241,9 @@ class Daemon:
                 if self._reload.is_set() or self._rules_mtimes != self._mtimes():
                     self._reload.clear()
                     self.reload_rules()
+            if self.flatline is not None and self.clock.monotonic() >= next_flat:
+                next_flat = self.clock.monotonic() + FLATLINE_EVERY
+                self._look_at_sources()
             if self.keep_mentions and self.clock.monotonic() >= next_prune:
                 next_prune = self.clock.monotonic() + min(RETENTION_EVERY,
                                                           self.keep_mentions / 4)
@@ -263,7 +271,7 @@ class Daemon:
             return False
         self._rules_mtimes = self._mtimes()
         try:
-            factory = self.load_rules()
+            rules, factory = self.load_rules()
         except Exception as e:  # noqa: BLE001 - a bad file must not stop the daemon
             log.error("rules not reloaded, the running rules stay: %s", e)
             return False
@@ -272,8 +280,20 @@ class Daemon:
         except Exception as e:  # noqa: BLE001 - the database went away: next change
             log.error("rules not reloaded (detector state unreadable): %s", e)
             return False
+        if self.flatline is not None:
+            self.flatline.reload(rules)
         log.info("rules reloaded from %s", ", ".join(self.rules_files) or "the defaults")
         return True
+
+    def _look_at_sources(self) -> None:
+        """Flatline rules: has a source this instance polls gone quiet?"""
+        assert self.flatline is not None
+        names = [src.name for src in [*self.polling, *self.subscriptions]]
+        try:
+            if self.flatline.evaluate(names, self.detector.on_event):
+                self._outbox_wake.set()
+        except Exception as e:  # noqa: BLE001 - looked at again next minute
+            log.error("could not evaluate the source rules: %s", e)
 
     def _prune(self) -> None:
         if not self.leases.holds("job:retention") or self.keep_mentions is None:
@@ -371,6 +391,8 @@ class Daemon:
             self.leases.fence(conn, f"source:{name}")
             ctx.conn = conn
             stored = self.intake.run(ctx, list(mentions)) if mentions else []
+            if stored:
+                self.store.add_volume(conn, name, len(stored), self.clock.now())
             if fetched is not None and fetched.updates:
                 self.store.add_engagement(conn, self.store.refresh_metrics(
                     conn, fetched.updates))

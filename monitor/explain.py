@@ -62,6 +62,11 @@ def explain(s: Any, inputs: Any, rule_name: str, at: float, *, key: str | None =
     from monitor.sentiment import SentimentScorer
 
     rule = find_rule(s.rules, rule_name)
+    if rule.scope == "source":
+        raise UsageError(f"rule '{rule.name}' watches a live source's volume (a flatline "
+                         "rule): a dump has nothing to explain it with",
+                         path=rule.path, line=rule.line,
+                         hint="`stormwatch status` shows each source's last success")
     engine = core.build_engine(s)
     pipeline = Pipeline(s.matcher, engine, SentimentScorer(), None)
     ctx = RunContext()

@@ -76,9 +76,10 @@ class Leases:
                 index_elements=["name"], set_=values))
             alive = conn.execute(sa.select(sa.func.count()).select_from(instances).where(
                 instances.c.seen_at >= now - self.period)).scalar_one()
-            conn.execute(self._insert(leases).on_conflict_do_nothing(
-                index_elements=["name"]), [{"name": n, "holder": None, "expires_at": 0.0,
-                                            "epoch": 0} for n in self.names])
+            if self.names:
+                conn.execute(self._insert(leases).on_conflict_do_nothing(
+                    index_elements=["name"]), [{"name": n, "holder": None, "expires_at": 0.0,
+                                                "epoch": 0} for n in self.names])
         share = math.ceil(len(self.names) / max(1, alive))
         held: dict[str, int] = {}
         for name, epoch in sorted(self.held.items()):

@@ -17,7 +17,16 @@ import logging
 
 import sqlalchemy as sa
 
-from monitor.store import Store, alerts, engagement, incidents, mentions, partitions
+from monitor.flatline import DAYS
+from monitor.store import (
+    Store,
+    alerts,
+    engagement,
+    incidents,
+    mentions,
+    partitions,
+    source_volume,
+)
 
 log = logging.getLogger("stormwatch")
 
@@ -32,7 +41,8 @@ def prune(store: Store, now: float, keep: float) -> int:
         # the slowest detector's place (one whose topic left the config stops counting,
         # and stops holding retention back once it is older than the window itself)
         counted = conn.execute(sa.select(sa.func.min(partitions.c.seq))
-                               .where(partitions.c.updated_at >= cutoff)).scalar()
+                               .where(partitions.c.name.like("topic:%"),
+                                      partitions.c.updated_at >= cutoff)).scalar()
         opened = conn.execute(sa.select(sa.func.min(incidents.c.opened_at))
                               .where(incidents.c.state == "open")).scalar()
     if counted is None:
@@ -55,6 +65,8 @@ def prune(store: Store, now: float, keep: float) -> int:
             break
     with store.transaction() as conn:
         conn.execute(engagement.delete().where(engagement.c.seq <= counted))
+        conn.execute(source_volume.delete().where(  # flatline rules look back 7 days
+            source_volume.c.bucket < now - (DAYS + 1) * 86400))
     if gone:
         log.info("retention: %d mention(s) older than the last %.0f day(s) deleted", gone,
                  keep / 86400)

@@ -1,10 +1,11 @@
 """Rules files: what counts as trouble, how bad it is, and what to do about it.
 
 A rules file is YAML with a ``rules:`` list. Each rule watches one scope (``thread`` or
-``topic``) over a time ``window``, and ``when`` every condition holds (for ``for``, if
-given) it fires at its ``severity``; ``escalate`` steps raise it; it resolves once the
-conditions have failed for ``resolve_after``; ``realert`` keeps a flapping scope from
-paging twice. See README "Rules reference" for every key.
+``topic``; or ``source``: a *flatline* rule, ``monitor.flatline``) over a time
+``window``, and ``when`` every condition holds (for ``for``, if given) it fires at its
+``severity``; ``escalate`` steps raise it; it resolves once the conditions have failed
+for ``resolve_after``; ``realert`` keeps a flapping scope from paging twice. See README
+"Rules reference" for every key.
 
 ``load_rules(paths)`` validates and returns a ``RuleSet``; every mistake is one
 ``RulesError`` naming the file, line, rule and key, and the valid choices.
@@ -57,7 +58,18 @@ SIGNALS_THREAD = {
     "total": "mentions in the thread since it was first seen",
     "age_minutes": "minutes since the thread's first mention",
 }
-SIGNALS = {**SIGNALS_COMMON, **SIGNALS_TOPIC, **SIGNALS_THREAD}
+SIGNALS_SOURCE = {  # flatline rules: the monitor watching its own sources (live only)
+    "mentions": "mentions the source brought in the window",
+    "expected": "what it brought in the same window at this time of day: the median of "
+                "the last 7 days (0 until it has a day of history)",
+    "ratio": "mentions / max(expected, 1)",
+    "silent_minutes": "minutes since the newest mention from the source",
+    "failing_minutes": "minutes since the source last answered (0 when its last poll did)",
+}
+SIGNALS = {**SIGNALS_COMMON, **SIGNALS_TOPIC, **SIGNALS_THREAD, **SIGNALS_SOURCE}
+SCOPE_SIGNALS = {"thread": {*SIGNALS_COMMON, *SIGNALS_THREAD},
+                 "topic": {*SIGNALS_COMMON, *SIGNALS_TOPIC},
+                 "source": set(SIGNALS_SOURCE)}
 TEMPLATE_FIELDS = {"rule", "severity", "scope", "key", "topic", "window", "current", *SIGNALS}
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
@@ -203,7 +215,7 @@ class RuleSpec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)
     description: str = ""
-    scope: Literal["thread", "topic"]
+    scope: Literal["thread", "topic", "source"]
     window: Duration
     when: Annotated[Conditions, AfterValidator(_non_empty)]
     severity: Severity = "warning"
@@ -236,12 +248,15 @@ class RuleSpec(_Strict):
 
     @model_validator(mode="after")
     def _scope_signals(self) -> RuleSpec:
-        wrong = SIGNALS_THREAD if self.scope == "topic" else SIGNALS_TOPIC
+        allowed = SCOPE_SIGNALS[self.scope]
         for conds in [self.when, *(s.when for s in self.escalate)]:
             for name in conds:
-                if name in wrong:
+                if name not in allowed:
                     raise ValueError(f"signal '{name}' does not exist for scope "
-                                     f"'{self.scope}'")
+                                     f"'{self.scope}' (it has: {', '.join(sorted(allowed))})")
+        if self.scope == "source" and (self.topics is not None or self.match is not None):
+            raise ValueError("a source rule watches a source, not topics or terms: "
+                             "remove 'topics' and 'match'")
         rank = SEVERITY_RANK[self.severity]
         for i, step in enumerate(self.escalate):
             if step.severity is not None:

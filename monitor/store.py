@@ -206,6 +206,15 @@ engagement = sa.Table(  # engagement that grew on stored mentions: part of the f
     sa.Column("growth", sa.BigInteger, nullable=False),
 )
 
+source_volume = sa.Table(  # new mentions each source brought, per 5 minutes of arrival
+    "source_volume", metadata,
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("bucket", sa.Float, primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+
+VOLUME_BUCKET = 300
+
 partitions = sa.Table(  # a topic's detector: its state and how far into the feed it is
     "partitions", metadata,
     sa.Column("name", sa.Text, primary_key=True),
@@ -425,6 +434,34 @@ class Store:
                         .contains(f",{topic},", autoescape=True))
         with self._errors("reading mentions"), self.engine.connect() as conn:
             return conn.execute(q).scalar()
+
+    def add_volume(self, conn: Connection, source: str, n: int, at: float) -> None:
+        """``n`` new mentions from ``source`` arrived at ``at`` (a flatline rule's count)."""
+        bucket = float(int(at) // VOLUME_BUCKET * VOLUME_BUCKET)
+        ins = (sqlite.insert(source_volume) if self.dialect == "sqlite"
+               else postgresql.insert(source_volume))
+        conn.execute(ins.values(source=source, bucket=bucket, n=n).on_conflict_do_update(
+            index_elements=["source", "bucket"], set_={"n": source_volume.c.n + n}))
+
+    def source_counts(self, source: str, end: float, window: float, days: int,
+                      ) -> list[int]:
+        """New mentions ``source`` brought in ``[end - window, end)``, then in the same
+        window on each of the ``days`` days before, as far back as it has history (in
+        5-minute steps of arrival time)."""
+        v = source_volume
+        out = []
+        with self._errors("reading source volume"), self.engine.connect() as conn:
+            first = conn.execute(sa.select(sa.func.min(v.c.bucket))
+                                 .where(v.c.source == source)).scalar()
+            for d in range(days + 1):
+                stop = end - d * 86400
+                if d and (first is None or stop - window < first):
+                    break
+                out.append(int(conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.sum(v.c.n), 0)).where(
+                        v.c.source == source, v.c.bucket >= stop - window,
+                        v.c.bucket < stop)).scalar_one()))
+        return out
 
     def mention_span(self) -> tuple[float | None, float | None]:
         """The first and last ``created_at`` of the stored mentions."""

@@ -118,3 +118,53 @@ class FakeJetstream:
             conn.transport.abort()
         else:
             await conn.wait_closed()
+
+
+class LiveJetstream(FakeJetstream):
+    """A Jetstream that keeps going: ``add(frame)`` sends it to every open connection
+    (and to later ones whose cursor is at or before it); ``drop()`` cuts every open
+    connection, as a network fault would."""
+
+    def __init__(self) -> None:
+        super().__init__(Script())
+        self._new: asyncio.Condition | None = None
+        self._conns: set[ServerConnection] = set()
+
+    async def _main(self) -> None:
+        self._new = asyncio.Condition()
+        await super()._main()
+
+    def add(self, frame: dict[str, Any]) -> None:
+        async def append() -> None:
+            assert self._new is not None
+            async with self._new:
+                self.script.frames.append(frame)
+                self._new.notify_all()
+        asyncio.run_coroutine_threadsafe(append(), self.loop).result(10)
+
+    def drop(self) -> None:
+        def cut() -> None:
+            for conn in list(self._conns):
+                conn.transport.abort()
+        self.loop.call_soon_threadsafe(cut)
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        assert self._new is not None
+        query = parse_qs(urlsplit(conn.request.path).query)  # type: ignore[union-attr]
+        cursor = query.get("cursor", [None])[0]
+        self.script.cursors.append(cursor)
+        self._conns.add(conn)
+        sent = 0
+        try:
+            while True:
+                async with self._new:
+                    await self._new.wait_for(lambda n=sent: len(self.script.frames) > n)
+                    batch = self.script.frames[sent:]
+                sent += len(batch)
+                for frame in batch:
+                    if cursor is None or frame["time_us"] >= int(cursor):
+                        await conn.send(orjson.dumps(frame).decode())
+        except Exception:  # noqa: BLE001 - the connection went (dropped, or the client left)
+            pass
+        finally:
+            self._conns.discard(conn)

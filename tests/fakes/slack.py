@@ -88,6 +88,13 @@ class _ApiHandler(BaseHTTPRequestHandler):
             self._answer({"ok": False, "error": "unknown_method"})
             return
         srv = self.server
+        if srv.outage:  # Slack is down: a 503 from its edge, nothing posted
+            data = b"upstream connect error"
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         with srv.lock:  # a ts is the posting time, in microseconds, unique in the channel
             srv.seq = max(srv.seq + 1, int(time.time() * 1e6))
             ts = f"{srv.seq // 1_000_000}.{srv.seq % 1_000_000:06d}"
@@ -133,6 +140,7 @@ class _ApiServer(QuietServer):
     lock: threading.Lock
     seq: int
     stall: threading.Event | None
+    outage: bool
 
 
 class FakeSlackApi(LocalServer):
@@ -146,6 +154,7 @@ class FakeSlackApi(LocalServer):
         super().__init__(_ApiHandler)
         srv: _ApiServer = self.server  # type: ignore[assignment]
         srv.posted, srv.lock, srv.seq, srv.stall = [], threading.Lock(), 0, None
+        srv.outage = False  # set it (``slack.server.outage = True``) for a Slack outage
         self.posted = srv.posted
         self.api = f"{self.url}/api"
 

@@ -15,7 +15,7 @@ runner = CliRunner()
 def test_rules_check_accepts_the_shipped_rules() -> None:
     r = runner.invoke(app, ["rules", "check"])
     assert r.exit_code == 0, r.output
-    assert "4 rule(s) OK" in r.output
+    assert "5 rule(s) OK" in r.output
 
 
 def test_rules_check_bad_file_exits_2_with_file_line_and_fix(

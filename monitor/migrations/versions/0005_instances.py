@@ -1,6 +1,7 @@
 """Several instances on one database: leases, the mention feed (a sequence number per
 mention and per engagement refresh, in commit order), detector state per topic
-partition, delivery claims, and an alert's identity including its topic.
+partition, delivery claims, mentions per source per 5 minutes (flatline rules), and an
+alert's identity including its topic.
 
 Revision ID: 0005
 Revises: 0004
@@ -51,6 +52,12 @@ def upgrade() -> None:
         sa.Column("state", sa.LargeBinary, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
     )
+    op.create_table(
+        "source_volume",
+        sa.Column("source", sa.Text, primary_key=True),
+        sa.Column("bucket", sa.Float, primary_key=True),
+        sa.Column("n", sa.BigInteger, nullable=False),
+    )
     with op.batch_alter_table("mentions") as t:
         t.add_column(sa.Column("seq", sa.BigInteger))
     op.create_index("ix_mentions_seq", "mentions", ["seq"])
@@ -74,5 +81,6 @@ def downgrade() -> None:
     op.drop_index("ix_mentions_seq", "mentions")
     with op.batch_alter_table("mentions") as t:
         t.drop_column("seq")
-    for name in ("partitions", "engagement", "counters", "instances", "leases"):
+    for name in ("source_volume", "partitions", "engagement", "counters", "instances",
+                 "leases"):
         op.drop_table(name)

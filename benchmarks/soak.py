@@ -1,0 +1,306 @@
+"""Soak: ``stormwatch run`` for a long while at ten times a busy brand's volume, with
+faults, against local peers: Reddit (HTTP, the API's JSON), Bluesky (a Jetstream
+websocket), four RSS feeds, Slack's Web API, and PostgreSQL behind a TCP proxy.
+
+A busy brand is about 3,000 mentions an hour; this plays about ten times that, all of
+it naming the brand: ~5/s Bluesky posts (plus 20/s posts about other things, which
+the daemon reads and drops), ~2/s Reddit comments, ~1.3/s feed entries, and every
+150 s an angry thread (30 furious replies from 30 people in a minute) that must page
+once. Faults, spread over the run: Reddit answers 500 to a burst of requests, a feed
+answers 503, the Jetstream connection is cut, Slack is down for 90 s, and PostgreSQL
+goes away for 10 s (every connection cut and refused: a restart as the client sees it).
+
+Measured: memory (RSS) of the daemon after warm-up and at the end, its CPU time per
+1,000 mentions, and the database; checked: every mention stored and counted once
+(stored per source = generated per source; detector totals = stored), one ``fired``
+alert per angry thread and none twice, every message sent once (Slack's message keys).
+
+    python benchmarks/soak.py                      # 10 minutes on the local PostgreSQL
+    python benchmarks/soak.py --minutes 20 --keep 10m
+    STORMWATCH_TEST_PG_URL=postgresql+psycopg://... python benchmarks/soak.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+import orjson  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from monitor.store import Store, alert_events, alerts, partitions, sources  # noqa: E402
+from tests.fakes.feeds import FeedServer, rss  # noqa: E402
+from tests.fakes.jetstream import LiveJetstream  # noqa: E402
+from tests.fakes.reddit import CLIENT_ID, CLIENT_SECRET, FakeReddit, comment  # noqa: E402
+from tests.fakes.slack import TOKEN, FakeSlackApi  # noqa: E402
+from tests.fakes.tcpproxy import TcpProxy  # noqa: E402
+
+PG = os.environ.get("STORMWATCH_TEST_PG_URL",
+                    "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+FEEDS = ("a", "b", "c", "d")
+WORDS = ["acme support was quick and kind", "acme app is slow today",
+         "loving the new acme release", "acme billing charged me twice, annoying",
+         "anyone else using acme for this?", "acme customer service never answers"]
+ANGRY = "acme lost my refund again, this is terrible and I am furious"
+HOUR_BUSY = 3000
+
+
+class Load:
+    """Generates the mentions, remembers how many of each source it made."""
+
+    def __init__(self, reddit: FakeReddit, js: LiveJetstream, feeds: FeedServer) -> None:
+        self.reddit, self.js, self.feeds = reddit, js, feeds
+        self.made: Counter[str] = Counter()
+        self.angry_threads: list[str] = []
+        self.items: dict[str, list[tuple[str, str, str]]] = {f: [] for f in FEEDS}
+        self.n = 0
+        self.stop = threading.Event()
+
+    def _id(self) -> int:
+        self.n += 1
+        return self.n
+
+    def bluesky(self, per_tick_match: int, per_tick_noise: int) -> None:
+        now = time.time()
+        iso = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")
+        iso = iso.replace("+00:00", "Z")
+        for k in range(per_tick_match + per_tick_noise):
+            n = self._id()
+            text = WORDS[n % len(WORDS)] if k < per_tick_match else f"my cat did a thing {n}"
+            did = f"did:plc:soak{n % 5000:05d}"
+            self.js.add({"did": did, "time_us": int(now * 1e6) + k, "kind": "commit",
+                         "commit": {"rev": f"r{n}", "operation": "create",
+                                    "collection": "app.bsky.feed.post", "rkey": f"k{n}",
+                                    "record": {"$type": "app.bsky.feed.post", "text": text,
+                                               "createdAt": iso, "langs": ["en"]},
+                                    "cid": f"bafy{n}"}})
+            if k < per_tick_match:
+                self.made["bluesky:jetstream"] += 1
+
+    def reddit_comments(self, n: int) -> None:
+        now = time.time()
+        for _ in range(n):
+            i = self._id()
+            self.reddit.state.add(comment(f"c{i:07d}", now, WORDS[i % len(WORDS)],
+                                          link=f"t3_bg{i % 40}", author=f"redditor{i % 3000}"))
+            self.made["reddit"] += 1
+
+    def angry_thread(self, k: int, seconds: float) -> None:
+        tid = f"t3_angry{k}"
+        self.angry_threads.append(f"reddit:{tid}")
+        for j in range(30):
+            if self.stop.wait(seconds / 30):
+                return
+            i = self._id()
+            self.reddit.state.add(comment(f"x{i:07d}", time.time(), ANGRY, link=tid,
+                                          author=f"angry{k}_{j}"))
+            self.made["reddit"] += 1
+
+    def feed_entry(self) -> None:
+        for f in FEEDS:
+            i = self._id()
+            self.items[f].append((f"{f}-{i}", f"acme news item {i}",
+                                  time.strftime("%a, %d %b %Y %H:%M:%S +0000",
+                                                time.gmtime(time.time() - 5))))
+            self.feeds.feeds[f"/{f}.xml"] = rss(f, self.items[f][-100:])
+            self.made[f"rss:{f}"] += 1
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def config(path: str, db: str, reddit: FakeReddit, js: LiveJetstream, feeds: FeedServer,
+           slack: FakeSlackApi, keep: str) -> None:
+    feeds_yaml = "".join(f'    {f}: {{url: "{feeds.url}/{f}.xml", interval: 10s}}\n'
+                         for f in FEEDS)
+    with open(path, "w") as out:
+        out.write(f"""database: "{db}"
+run: {{health: "127.0.0.1:0", lease: 10s, keep_mentions: {keep}}}
+topics:
+  acme: {{terms: [acme]}}
+sources:
+  reddit:
+    client_id: {CLIENT_ID}
+    client_secret: {CLIENT_SECRET}
+    user_agent: stormwatch-soak/0.1
+    subreddits: [acme]
+    search: false
+    interval: 10s
+    oauth_url: {reddit.url}
+    reddit_url: {reddit.url}
+  bluesky:
+    jetstream: {js.url}
+  rss:
+{feeds_yaml}notify:
+  channels:
+    care: {{type: slack, bot_token: {TOKEN}, channel: C0CARE, api_url: {slack.api}}}
+""")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--keep", default="90d", help="run.keep_mentions (e.g. 10m)")
+    args = ap.parse_args()
+    span = args.minutes * 60
+
+    schema = f"soak_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG)
+    with admin.begin() as c:
+        c.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    url = make_url(PG)
+    work = tempfile.mkdtemp(prefix="stormwatch-soak-")
+    log_path = os.path.join(work, "daemon.log")
+    with FakeReddit() as reddit, LiveJetstream() as js, FeedServer() as feeds, \
+            FakeSlackApi() as slack, TcpProxy(url.host or "127.0.0.1", url.port or 5432) as pg:
+        db = url.set(host="127.0.0.1", port=pg.port, query={
+            **url.query, "options": f"-csearch_path={schema}"}).render_as_string(False)
+        load = Load(reddit, js, feeds)
+        for f in FEEDS:
+            feeds.feeds[f"/{f}.xml"] = rss(f, [])
+        cfg = os.path.join(work, "soak.yaml")
+        config(cfg, db, reddit, js, feeds, slack, args.keep)
+        with open(log_path, "wb") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", cfg],
+                                    stdout=log, stderr=log, cwd=ROOT)
+        t0 = time.monotonic()
+        faults: list[tuple[float, str, Any]] = [
+            (0.15, "Reddit answers 500 to 6 requests",
+             lambda: reddit.state.fail("/r/acme/comments", 500, times=6)),
+            (0.25, "feed a answers 503 three times",
+             lambda: feeds.faults.__setitem__("/a.xml", [(503, b"busy")] * 3)),
+            (0.40, "the Jetstream connection is cut", js.drop),
+            (0.50, "Slack is down for 90 s", lambda: setattr(slack.server, "outage", True)),
+            (0.50 + 90 / span, "Slack is back", lambda: setattr(slack.server, "outage", False)),
+            (0.70, "PostgreSQL goes away for 10 s", pg.down),
+            (0.70 + 10 / span, "PostgreSQL is back", pg.up),
+        ]
+        samples: list[tuple[float, int, float]] = []
+        threads: list[threading.Thread] = []
+        next_angry, k, tick = 30.0, 0, 0
+        try:
+            while (elapsed := time.monotonic() - t0) < span:
+                if proc.poll() is not None:
+                    raise SystemExit(f"the daemon exited ({proc.returncode}); see {log_path}")
+                tick += 1
+                load.bluesky(1, 4)                 # every 0.2 s: 5/s matched, 20/s noise
+                if tick % 5 == 0:
+                    load.reddit_comments(2)        # 2/s
+                if tick % 15 == 0:
+                    load.feed_entry()              # 4 every 3 s
+                if elapsed >= next_angry and elapsed < span - 90:
+                    k += 1
+                    t = threading.Thread(target=load.angry_thread, args=(k, 60.0))
+                    t.start()
+                    threads.append(t)
+                    next_angry += 150
+                while faults and elapsed >= faults[0][0] * span:
+                    _, what, act = faults.pop(0)
+                    print(f"{elapsed:6.0f} s  fault: {what}", flush=True)
+                    act()
+                if tick % 50 == 0:
+                    samples.append((elapsed, rss_kb(proc.pid), cpu_seconds(proc.pid)))
+                time.sleep(max(0.0, t0 + tick * 0.2 - time.monotonic()))
+            load.stop.set()
+            for t in threads:
+                t.join()
+            made = sum(load.made.values())
+            print(f"generated {made} mentions in {span / 60:.0f} min "
+                  f"({made / span * 3600:,.0f}/h = {made / span * 3600 / HOUR_BUSY:.1f}x a "
+                  f"busy brand's {HOUR_BUSY:,}/h), {k} angry threads", flush=True)
+            store = Store.open(db)
+            check = _settle(store, load, slack, deadline=time.monotonic() + 180)
+            cpu = cpu_seconds(proc.pid)
+            rss_end = rss_kb(proc.pid)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+    with admin.begin() as c:
+        c.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    warm = [s for s in samples if s[0] >= 120] or samples
+    print(f"memory (RSS): {warm[0][1] / 1024:.0f} MiB after warm-up (2 min), "
+          f"{rss_end / 1024:.0f} MiB at the end ({rss_end / warm[0][1]:.2f}x), "
+          f"max {max(s[1] for s in samples) / 1024:.0f} MiB")
+    print(f"CPU: {cpu:.0f} s for {check['stored']} mentions stored = "
+          f"{cpu / check['stored'] * 1000:.2f} s per 1,000 (and "
+          f"{check['noise']:,} other posts read and dropped)")
+    print(f"database: {check['rows']} mention rows kept, {check['mb']:.1f} MB of mentions "
+          f"table at the end")
+    for line in check["report"]:
+        print(line)
+    ok = check["ok"]
+    print("PASS" if ok else "FAIL")
+    print(f"daemon log: {log_path}")
+    sys.exit(0 if ok else 1)
+
+
+def _settle(store: Store, load: Load, slack: FakeSlackApi, deadline: float) -> dict[str, Any]:
+    """Wait until what was generated is stored, counted and sent; then check it all."""
+    while True:
+        with store.engine.connect() as c:
+            totals = dict(c.execute(sa.select(sources.c.name, sources.c.mentions_total)).all())
+            states = [orjson.loads(s) for s in c.execute(sa.select(partitions.c.state)).scalars()]
+            fired = Counter(k for k, in c.execute(
+                sa.select(alerts.c.key).join(alert_events, alert_events.c.alert_id == alerts.c.id)
+                .where(alert_events.c.event == "fired")))
+            rows = c.execute(sa.text("SELECT count(*) FROM mentions")).scalar_one()
+            mb = c.execute(sa.text("SELECT pg_total_relation_size('mentions')")).scalar_one() / 1e6
+        counted = sum(t["total"] for s in states for t in s["topics"])
+        deliveries = store.list_deliveries()
+        done = (all(totals.get(n, 0) >= m for n, m in load.made.items())
+                and counted >= sum(totals.values())
+                and all(t in fired for t in load.angry_threads)
+                and (deliveries or not load.angry_threads)
+                and all(d["status"] == "sent" for d in deliveries))
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    keys = [p["metadata"]["event_payload"]["delivery"] for p in slack.posted]
+    stored = sum(totals.values())
+    report = [f"stored per source: {dict(sorted(totals.items()))}",
+              f"generated per source: {dict(sorted(load.made.items()))}",
+              f"counted by the detectors: {counted} (stored: {stored})",
+              f"angry threads paged: {sum(1 for t in load.angry_threads if fired[t] == 1)} of "
+              f"{len(load.angry_threads)}; alerts fired twice: "
+              f"{[k for k, n in fired.items() if n > 1]}",
+              f"messages: {len(deliveries)} deliveries, "
+              f"{sum(d['status'] == 'sent' for d in deliveries)} sent; "
+              f"{len(keys)} Slack posts, {len(set(keys))} distinct keys"]
+    ok = (totals == dict(load.made) and counted == stored
+          and all(fired[t] == 1 for t in load.angry_threads)
+          and all(n == 1 for n in fired.values())
+          and sorted(keys) == sorted(d["key"] for d in deliveries)
+          and all(d["status"] == "sent" for d in deliveries))
+    return {"ok": ok, "report": report, "stored": stored, "rows": rows, "mb": mb,
+            "noise": load.n - sum(load.made.values())}
+
+
+if __name__ == "__main__":
+    main()
