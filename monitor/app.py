@@ -203,8 +203,10 @@ def build_daemon(s: Setup, store: Store, clock: Clock | None = None) -> Daemon:
 
 def build_engine(s: Setup, rules: RuleSet | None = None, *,
                  owns: frozenset[str] | None = None) -> Engine:
+    """One engine for every topic (replay, backtest), or a live topic partition's
+    (``owns``: the feed brings each mention once, so it remembers no ids)."""
     return Engine(rules or s.rules, s.matcher.names, baseline_bin=DEFAULT_BASELINE_BIN,
-                  baseline_warmup=DEFAULT_BASELINE_WARMUP, owns=owns)
+                  baseline_warmup=DEFAULT_BASELINE_WARMUP, owns=owns, dedup=owns is None)
 
 
 @dataclass

@@ -452,7 +452,8 @@ def status(config: ConfigOpt = None, db: DbOpt = None) -> None:
 
     Per source: state (ok, retrying, failing, stale: no success for three intervals), last
     success, last error, lag (newest mention to its fetch), mentions today and in all.
-    Deliveries: sent, pending and failed, with the latest failure.
+    Instances of `stormwatch run` on this database, and what each holds. Deliveries:
+    sent, pending and failed, with the latest failure.
 
     Example:
 
@@ -466,13 +467,15 @@ def status(config: ConfigOpt = None, db: DbOpt = None) -> None:
     s = setup(config)
     store = Store.open(db or s.config.database)
     try:
+        now = SystemClock().now()
         states = store.load_sources()
         alerts = store.open_alerts()
         outbox = store.outbox_summary()
+        instances = store.list_instances(now)
     finally:
         store.close()
     intervals = core.source_intervals(s)
-    output.status_report(states, intervals, alerts, SystemClock().now(), outbox)
+    output.status_report(states, intervals, alerts, now, outbox, instances)
 
 
 @app.command()

@@ -87,20 +87,22 @@ class Detector:
             engine.restore(state)
         else:
             seq = self.store.last_seq()
-            n = self._warm(engine, topic)
+            n = self._warm(engine, topic, seq)
             log.info("detector for topic %s warmed on %d stored mention(s)", topic, n)
         self.feed_now = max(self.feed_now, engine.now)
         return Partition(topic, engine, seq, epoch, orjson.dumps(engine.state()))
 
-    def _warm(self, engine: Engine, topic: str) -> int:
+    def _warm(self, engine: Engine, topic: str, seq: int) -> int:
+        """Learn the stored mentions up to feed number ``seq`` (the feed goes on from
+        there: none is seen twice)."""
         newest = self.store.mention_span()[1]
         if newest is None:
             return 0
         n = 0
-        for m in self.store.iter_mentions(since=newest - WARM_SPAN, topic=topic):
-            if not engine.is_duplicate(m.id):
-                engine.ingest(m)
-                n += 1
+        for m in self.store.iter_mentions(since=newest - WARM_SPAN, topic=topic,
+                                          until_seq=seq):
+            engine.ingest(m)
+            n += 1
         engine.book = AlertBook()  # what it saw is history: alert on what holds from now
         return n
 
@@ -128,8 +130,7 @@ class Detector:
                 if ts >= self.feed_now + BUCKET:
                     self._advance_all(ts, events, touched)
                 for p in parts:
-                    if seq > p.seq and p.topic in item.topics and \
-                            not p.engine.is_duplicate(item.id):
+                    if seq > p.seq and p.topic in item.topics:
                         events += p.engine.ingest(item)
                         touched.add(p.topic)
                         counted[p.topic] += 1

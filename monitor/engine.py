@@ -46,13 +46,17 @@ class EngineStats:
 
 class Engine:
     def __init__(self, rules: RuleSet, topics: tuple[str, ...], *, baseline_bin: int = 300,
-                 baseline_warmup: int = 86400, owns: frozenset[str] | None = None) -> None:
+                 baseline_warmup: int = 86400, owns: frozenset[str] | None = None,
+                 dedup: bool = True) -> None:
         """``owns``: the topics this engine watches (one live partition); None: all. A
         mention counts in each owned topic it is in; its thread is watched by the engine
         that owns its first topic, so one engine per topic together see what one engine
-        for all would (a reply naming only another brand than its thread's excepted)."""
+        for all would (a reply naming only another brand than its thread's excepted).
+        ``dedup=False``: the caller guarantees each mention comes once (the live feed:
+        stored once, read once), so no ids are remembered (nor saved with the state)."""
         self.rules = rules
         self.owns = owns
+        self.dedup = dedup
         self.topic_names = topics
         self.topic_rules = rules.for_scope("topic")
         self.thread_rules = rules.for_scope("thread")
@@ -95,8 +99,9 @@ class Engine:
         events = self.advance(ts) if ts >= self.now + BUCKET or not self.now else []
         if ts < self.now:
             self.stats.late += 1
-        self._recent_ids[m.id] = ts
-        self._recent_order.append((ts, m.id))
+        if self.dedup:
+            self._recent_ids[m.id] = ts
+            self._recent_order.append((ts, m.id))
         self.stats.mentions += 1
         compound = m.compound or 0.0
         author = m.author or m.id

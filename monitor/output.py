@@ -181,8 +181,10 @@ def _ago(ts: float | None, now: float) -> str:
 
 def status_report(states: dict[str, SourceState], intervals: dict[str, float],
                   alerts: list[dict[str, Any]], now: float,
-                  outbox: dict[str, Any] | None = None) -> None:
-    """``stormwatch status``: sources, deliveries and open alerts, on standard output."""
+                  outbox: dict[str, Any] | None = None,
+                  instances: list[dict[str, Any]] | None = None) -> None:
+    """``stormwatch status``: sources, instances, deliveries and open alerts, on
+    standard output."""
     out = _table_console()
     table = Table(title="sources", title_justify="left", show_edge=False)
     for col in ("source", "state", "last success", "last error", "lag", "today", "total"):
@@ -210,6 +212,16 @@ def status_report(states: dict[str, SourceState], intervals: dict[str, float],
                       f"{st.mentions_today:,}" if st.day == iso(now)[:10] else "0",
                       f"{st.mentions_total:,}")
     out.print(table if names else Text("no sources yet"))
+    if instances:
+        table = Table(title="instances", title_justify="left", show_edge=False)
+        for col in ("instance", "seen", "since", "holds"):
+            table.add_column(col)
+        for i in instances:
+            held = i["leases"]
+            table.add_row(Text(inert(i["name"])), _ago(i["seen_at"], now),
+                          _ago(i["started_at"], now),
+                          Text(inert(", ".join(held)) if held else "nothing (standby)"))
+        out.print(table)
     if outbox and any(outbox[k] for k in ("pending", "sent", "failed")):
         line = (f"deliveries: {outbox['sent']:,} sent, {outbox['pending']:,} pending, "
                 f"{outbox['failed']:,} failed")

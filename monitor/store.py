@@ -373,8 +373,13 @@ class Store:
                                     .where(counters.c.name == "feed")).scalar() or 0)
 
     def iter_mentions(self, *, since: float | None = None, until: float | None = None,
-                      topic: str | None = None, batch: int = 5000) -> Iterator[Mention]:
+                      topic: str | None = None, until_seq: int | None = None,
+                      batch: int = 5000) -> Iterator[Mention]:
+        """Stored mentions in event-time order (``until_seq``: those the feed had
+        numbered by then, and those stored before it numbered any)."""
         q = sa.select(mentions).order_by(mentions.c.created_at, mentions.c.id)
+        if until_seq is not None:
+            q = q.where(sa.or_(mentions.c.seq.is_(None), mentions.c.seq <= until_seq))
         if since is not None:
             q = q.where(mentions.c.created_at >= since)
         if until is not None:
@@ -733,6 +738,17 @@ class Store:
                 delivery_id=delivery_id, at=at, outcome=outcome, detail=detail[:500]))
             conn.execute(deliveries.update().where(deliveries.c.id == delivery_id)
                          .values(**values))
+
+    def list_instances(self, now: float) -> list[dict[str, Any]]:
+        """The instances seen, newest first, each with the leases it holds now."""
+        with self._errors("reading instances"), self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(
+                sa.select(instances).order_by(instances.c.seen_at.desc()))]
+            held = conn.execute(sa.select(leases.c.holder, leases.c.name).where(
+                leases.c.expires_at >= now, leases.c.holder.is_not(None))).all()
+        for r in rows:
+            r["leases"] = sorted(name for holder, name in held if holder == r["name"])
+        return rows
 
     def ping(self) -> None:
         """A round trip to the database (StoreError when it does not answer)."""

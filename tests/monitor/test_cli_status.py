@@ -94,3 +94,27 @@ def test_init_writes_a_config_that_loads_and_refuses_to_overwrite(
         assert runner.invoke(app, ["init", str(path), "--force"]).exit_code == 0
     finally:
         mp.undo()
+
+
+def test_status_lists_the_instances_and_what_each_holds(tmp_path: Path) -> None:
+    from monitor.clock import SystemClock
+    from monitor.leases import Leases
+
+    cfg = config(tmp_path)
+    store = Store.open(f"sqlite:///{tmp_path}/sw.db")
+    names = ["source:rss:news", "source:rss:quiet", "topic:acme"]
+    clock = SystemClock()
+    a = Leases(store, names, holder="web-1", clock=clock)
+    b = Leases(store, names, holder="web-2", clock=clock)
+    a.keep()
+    b.keep()
+    a.keep()   # web-1 sees web-2 and leaves it its share
+    b.keep()
+    store.close()
+    r = runner.invoke(app, ["status", "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    rows = {line.split()[0]: line for line in r.stdout.splitlines()
+            if line.strip().startswith("web-")}
+    assert set(rows) == {"web-1", "web-2"}
+    held = [n for n in names if n in rows["web-1"]], [n for n in names if n in rows["web-2"]]
+    assert sorted(held[0] + held[1]) == names and held[0] and held[1]
