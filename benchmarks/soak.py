@@ -238,6 +238,16 @@ def main() -> None:
             check = _settle(store, load, slack, deadline=time.monotonic() + 180)
             cpu = cpu_seconds(proc.pid)
             rss_end = rss_kb(proc.pid)
+            proc.send_signal(signal.SIGTERM)
+            stopped = proc.wait(30)
+            with store.engine.connect() as c:  # the detectors checkpoint at a clean stop
+                states = [orjson.loads(x) for x in c.execute(sa.select(partitions.c.state)
+                          .where(partitions.c.name.like("topic:%"))).scalars()]
+            counted = sum(t["total"] for st in states for t in st["topics"])
+            check["report"].insert(2, f"counted by the detectors: {counted} (stored: "
+                                      f"{check['stored']}); the daemon exited {stopped}")
+            check["ok"] = check["ok"] and counted == check["stored"] and stopped == 0
+            store.close()
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -266,16 +276,13 @@ def _settle(store: Store, load: Load, slack: FakeSlackApi, deadline: float) -> d
     while True:
         with store.engine.connect() as c:
             totals = dict(c.execute(sa.select(sources.c.name, sources.c.mentions_total)).all())
-            states = [orjson.loads(s) for s in c.execute(sa.select(partitions.c.state)).scalars()]
             fired = Counter(k for k, in c.execute(
                 sa.select(alerts.c.key).join(alert_events, alert_events.c.alert_id == alerts.c.id)
                 .where(alert_events.c.event == "fired")))
             rows = c.execute(sa.text("SELECT count(*) FROM mentions")).scalar_one()
             mb = c.execute(sa.text("SELECT pg_total_relation_size('mentions')")).scalar_one() / 1e6
-        counted = sum(t["total"] for s in states for t in s["topics"])
         deliveries = store.list_deliveries()
         done = (all(totals.get(n, 0) >= m for n, m in load.made.items())
-                and counted >= sum(totals.values())
                 and all(t in fired for t in load.angry_threads)
                 and (deliveries or not load.angry_threads)
                 and all(d["status"] == "sent" for d in deliveries))
@@ -286,14 +293,14 @@ def _settle(store: Store, load: Load, slack: FakeSlackApi, deadline: float) -> d
     stored = sum(totals.values())
     report = [f"stored per source: {dict(sorted(totals.items()))}",
               f"generated per source: {dict(sorted(load.made.items()))}",
-              f"counted by the detectors: {counted} (stored: {stored})",
+
               f"angry threads paged: {sum(1 for t in load.angry_threads if fired[t] == 1)} of "
               f"{len(load.angry_threads)}; alerts fired twice: "
               f"{[k for k, n in fired.items() if n > 1]}",
               f"messages: {len(deliveries)} deliveries, "
               f"{sum(d['status'] == 'sent' for d in deliveries)} sent; "
               f"{len(keys)} Slack posts, {len(set(keys))} distinct keys"]
-    ok = (totals == dict(load.made) and counted == stored
+    ok = (totals == dict(load.made)
           and all(fired[t] == 1 for t in load.angry_threads)
           and all(n == 1 for n in fired.values())
           and sorted(keys) == sorted(d["key"] for d in deliveries)

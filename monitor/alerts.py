@@ -121,16 +121,15 @@ class AlertBook:
             playbook=ann.playbook, step=st.step,
             top_posts=tuple(evidence(at - rule.window)) if evidence else ())
 
-    def close_by_hand(self, firing: set[tuple[str, str]]) -> int:
-        """Forget the alerts that a person closed (``stormwatch alerts resolve``): those
-        that fired aloud here but are not in ``firing`` (the database's open alerts). Their
-        realert memory stays, so if the trouble goes on they come back quietly, and page
-        again only when it gets worse."""
-        gone = [ident for ident, st in self.open.items()
-                if st.state == FIRING and not st.quiet and ident not in firing]
-        for ident in gone:
-            del self.open[ident]
-        return len(gone)
+    def close_by_hand(self, rule: str, key: str) -> bool:
+        """Forget an alert that a person closed (``stormwatch alerts resolve``), if it
+        fired aloud here. Its realert memory stays, so if the trouble goes on it comes
+        back quietly, and pages again only when it gets worse."""
+        st = self.open.get((rule, key))
+        if st is None or st.state != FIRING or st.quiet:
+            return False
+        del self.open[(rule, key)]
+        return True
 
     def forget(self, older_than: float, horizon: dict[str, int]) -> None:
         """Drop realert memory past every rule's realert horizon."""

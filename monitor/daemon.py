@@ -144,7 +144,7 @@ class Daemon:
     def start(self) -> None:
         """Take the leases that are free, restore what they cover, start the threads."""
         sources = [*self.polling, *self.subscriptions]
-        jobs = ["job:retention"] if self.keep_mentions else []
+        jobs = ["job:clock", *(["job:retention"] if self.keep_mentions else [])]
         self.leases.names = sorted({*self.leases.names, *jobs,
                                     *(f"source:{src.name}" for src in sources)})
         self.states = self.store.load_sources()
@@ -341,6 +341,10 @@ class Daemon:
         self._drained.set()  # from now on a page handed over is not taken: its poll ends
         with contextlib.suppress(Exception):
             self._catch_up()
+        try:
+            self.detector.checkpoint()  # a successor starts where this one stopped
+        except Exception as e:  # noqa: BLE001 - it re-reads from the last checkpoint
+            log.warning("could not checkpoint the detectors: %s", e)
         for src in self.polling:
             try:
                 src.close()
@@ -432,15 +436,21 @@ class Daemon:
         return mentions
 
     def advance_clock(self) -> None:
-        """Move event time to the wall clock less the lateness allowance."""
+        """Event time moves to the wall clock less the lateness allowance: a clock entry
+        in the feed (by the one instance holding ``job:clock``), counted by every
+        detector where it stands."""
+        if not self.leases.holds("job:clock"):
+            return
         try:
-            self.detector.advance(self.clock.now() - self.lateness)
+            with self.store.transaction() as conn:
+                self.leases.fence(conn, "job:clock")
+                self.store.add_clock(conn, self.clock.now() - self.lateness)
+        except LeaseLost:
+            return
         except Exception as e:  # noqa: BLE001
             log.error("could not advance the clock: %s", e)
             return
-        if self.detector.events_since_wake:
-            self.detector.events_since_wake = 0
-            self._outbox_wake.set()
+        self._catch_up()
 
     def _submit(self, work: _Work) -> str:
         """Hand a page to the ingest loop and wait for it: "committed", "failed" (the

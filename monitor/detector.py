@@ -3,16 +3,22 @@
 Live, a mention is stored first (by whichever instance polls its source, in the feed's
 commit order: ``Store.next_seq``) and counted after, by the detector of each of its
 topics. A topic's detector (a *partition*: one :class:`~monitor.engine.Engine` owning
-that topic, leased as ``topic:<name>``) keeps its place in the feed; each batch it
-reads commits, in one transaction, the alert events it caused (and the messages they
-are worth: the planner), the engine's state and the new place, fenced by the lease.
-A crash loses nothing (the feed is re-read from the committed place) and counts
-nothing twice (the place moves with the state that counted it).
+that topic, leased as ``topic:<name>``) reads the feed from its place. Everything that
+moves it is in the feed: mentions, engagement growth, clock ticks (event time moving
+with the wall clock) and alerts closed by hand, so reading the same stretch of feed
+from the same state always gives the same events.
 
-Event time is the feed's: every partition is moved to each minute boundary the feed
-passes, as one engine for every topic would be, so a quiet topic resolves as the
-others talk. A partition with no saved state (a new topic; a lost state) is warmed on
-the stored mentions of its topic of the last two days, without alerting on them.
+That makes exactly-once cheap. Each batch commits, in one transaction fenced by the
+leases, the alert events it caused (and their messages: the planner) and, per
+partition, the place up to which its events are stored (``emitted``). The engine's
+state, which is large for a busy brand (every thread of the last hours with its
+evidence), is checkpointed with its place every ``CHECKPOINT`` seconds, at a clean stop
+and after a rules reload. After a crash or a takeover the detector goes on from its
+checkpoint and reads the feed again: up to ``emitted`` it drops the events (stored
+already), after it they are new. Nothing is lost, nothing is counted or sent twice.
+
+A partition with no checkpoint (a new topic; a lost state) is warmed on the stored
+mentions of its topic of the last two days, without alerting on them.
 """
 
 from __future__ import annotations
@@ -39,15 +45,18 @@ log = logging.getLogger("stormwatch")
 
 WARM_SPAN = 2 * 86400   # seconds of stored mentions a partition without state learns from
 BATCH = 2000            # feed rows per transaction
+CHECKPOINT = 60.0       # seconds between checkpoints of a detector's state
 
 
 @dataclass
 class Partition:
     topic: str
     engine: Engine
-    seq: int           # the last feed number it has seen
+    seq: int           # the last feed number it has counted
     epoch: int         # of its lease, when it was loaded
-    committed: bytes   # its state as last committed (a failed batch goes back to it)
+    committed: bytes   # its state at its checkpoint ...
+    saved_seq: int     # ... which is as of this feed number
+    emitted: int       # its events are stored up to this feed number
 
     @property
     def lease(self) -> str:
@@ -63,8 +72,8 @@ class Detector:
         self.clock = clock or SystemClock()
         self.on_event = on_event or (lambda ev: None)
         self.partitions: dict[str, Partition] = {}
-        self.feed_now = 0.0   # event time of the feed: the newest minute it passed
         self.events_since_wake = 0  # alert events committed since the outbox was woken
+        self._checkpointed = self.clock.monotonic()
 
     # -- which topics are here -------------------------------------------------------
     def sync(self) -> None:
@@ -78,19 +87,20 @@ class Detector:
         for topic, epoch in held.items():
             if topic not in self.partitions:
                 self.partitions[topic] = self._load(topic, epoch)
+        if any(p.saved_seq < 0 for p in self.partitions.values()):
+            self.checkpoint()  # a warmed partition gets its first checkpoint at once
 
     def _load(self, topic: str, epoch: int) -> Partition:
         engine = self.engine_factory(topic)
         saved = self.store.load_partition(f"topic:{topic}")
         if saved is not None:
-            seq, state = saved
+            seq, state, emitted = saved
             engine.restore(state)
-        else:
-            seq = self.store.last_seq()
-            n = self._warm(engine, topic, seq)
-            log.info("detector for topic %s warmed on %d stored mention(s)", topic, n)
-        self.feed_now = max(self.feed_now, engine.now)
-        return Partition(topic, engine, seq, epoch, orjson.dumps(engine.state()))
+            return Partition(topic, engine, seq, epoch, orjson.dumps(state), seq, emitted)
+        seq = self.store.last_seq()
+        n = self._warm(engine, topic, seq)
+        log.info("detector for topic %s warmed on %d stored mention(s)", topic, n)
+        return Partition(topic, engine, seq, epoch, orjson.dumps(engine.state()), -1, seq)
 
     def _warm(self, engine: Engine, topic: str, seq: int) -> int:
         """Learn the stored mentions up to feed number ``seq`` (the feed goes on from
@@ -108,90 +118,77 @@ class Detector:
 
     # -- the feed --------------------------------------------------------------------
     def step(self, limit: int = BATCH) -> int:
-        """Count the next batch of the feed; returns how many rows it read (0: caught up)."""
+        """Count the next batch of the feed; returns how many rows it read (0: caught up).
+        Checkpoints when one is due."""
         if not self.partitions:
             return 0
         since = min(p.seq for p in self.partitions.values())
         rows = self.store.feed(since, limit)
-        if not rows:
-            return 0
-        with metrics.DETECT_SECONDS.time():
-            self._count(rows)
+        if rows:
+            with metrics.DETECT_SECONDS.time():
+                self._count(rows)
+        if self.clock.monotonic() - self._checkpointed >= CHECKPOINT:
+            self.checkpoint()
         return len(rows)
 
     def _count(self, rows: list[tuple[int, Any]]) -> None:
-        events: list[AlertEvent] = []
+        events: list[tuple[Partition, AlertEvent]] = []
         counted: Counter[str] = Counter()
-        touched: set[str] = set()
         parts = list(self.partitions.values())
         for seq, item in rows:
-            if isinstance(item, Mention):
-                ts = item.created_at
-                if ts >= self.feed_now + BUCKET:
-                    self._advance_all(ts, events, touched)
-                for p in parts:
-                    if seq > p.seq and p.topic in item.topics:
-                        events += p.engine.ingest(item)
-                        touched.add(p.topic)
-                        counted[p.topic] += 1
-            else:
-                thread, topics, growth = item
-                for p in parts:
-                    if seq > p.seq and p.topic in topics:
-                        p.engine.add_engagement(thread, [p.topic], growth)
-                        touched.add(p.topic)
-        if self._commit(events, touched, rows[-1][0]):
+            for p in parts:
+                if seq <= p.seq:
+                    continue
+                got = self._apply(p, item)
+                if got and seq > p.emitted:  # up to ``emitted``: stored before a restart
+                    events += [(p, ev) for ev in got]
+                if isinstance(item, Mention) and p.topic in item.topics:
+                    counted[p.topic] += 1
+        if self._commit(events, rows[-1][0]):
             for topic, n in counted.items():
                 metrics.COUNTED.labels(topic).inc(n)
 
-    def _advance_all(self, t: float, events: list[AlertEvent], touched: set[str]) -> None:
-        for p in self.partitions.values():
-            got = p.engine.advance(t)
-            if got or p.engine.now > self.feed_now:
-                touched.add(p.topic)
-            events += got
-        self.feed_now = max(self.feed_now, float(int(t) // BUCKET * BUCKET))
+    @staticmethod
+    def _apply(p: Partition, item: Any) -> list[AlertEvent]:
+        """One feed entry into one partition's engine (the same, however often read)."""
+        engine = p.engine
+        if isinstance(item, Mention):
+            ts = item.created_at
+            got = engine.advance(ts) if engine.now and ts >= engine.now + BUCKET else []
+            if p.topic in item.topics:
+                got += engine.ingest(item)
+            return got
+        kind = item[0]
+        if kind == "clock":
+            at = item[1]
+            return engine.advance(at) if engine.now and at >= engine.now + BUCKET else []
+        if kind == "engagement":
+            _, thread, topics, growth = item
+            if p.topic in topics:
+                engine.add_engagement(thread, [p.topic], growth)
+            return []
+        _, rule, key, topic = item  # closed by hand
+        if topic == p.topic and engine.book.close_by_hand(rule, key):
+            log.info("%s: alert %s %s resolved by hand", topic, rule, key)
+        return []
 
-    def advance(self, t: float) -> None:
-        """Move event time to ``t`` without a mention (the wall clock, less lateness):
-        windows close and alerts resolve when nothing arrives. Alerts a person resolved
-        by hand are forgotten first."""
-        if not self.partitions or not self.feed_now or t < self.feed_now + BUCKET:
-            return  # nothing here, or no mention yet: the clock starts with the first
-        firing: dict[str, set[tuple[str, str]]] = {}
-        if any(p.engine.book.open for p in self.partitions.values()):
-            for rule, key, topic in self.store.firing_alerts():
-                firing.setdefault(topic, set()).add((rule, key))
-        for p in self.partitions.values():
-            if p.engine.book.open:
-                closed = p.engine.book.close_by_hand(firing.get(p.topic, set()))
-                if closed:
-                    log.info("%s: %d alert(s) resolved by hand", p.topic, closed)
-        events: list[AlertEvent] = []
-        touched: set[str] = set()
-        self._advance_all(t, events, touched)
-        self._commit(events, touched, None)
-
-    def _commit(self, events: list[AlertEvent], touched: set[str], seq: int | None) -> bool:
-        """One transaction for the batch: its alert events, and the state and place of
-        each partition it changed, fenced by their leases. A partition it did not change
-        keeps its saved place (re-reading rows not about its topic changes nothing). On
-        any failure every partition goes back to its committed state and place."""
-        if touched or events:
-            now = self.clock.now()
-            saved: dict[str, bytes] = {}
+    def _commit(self, events: list[tuple[Partition, AlertEvent]], seq: int) -> bool:
+        """The batch's events and their partitions' ``emitted`` place, in one transaction
+        fenced by those partitions' leases. On failure every partition goes back to its
+        checkpoint (the feed is read again from there)."""
+        with_events = {p.topic: p for p, _ in events}
+        evs = [ev for _, ev in events]
+        if evs:
             try:
                 with self.store.transaction() as conn:
-                    for topic in sorted(touched):
-                        p = self.partitions[topic]
+                    for topic in sorted(with_events):
+                        p = with_events[topic]
                         self.leases.fence(conn, p.lease, p.epoch)
-                        saved[topic] = orjson.dumps(p.engine.state())
-                        self.store.save_partition(conn, p.lease, max(p.seq, seq or 0),
-                                                  saved[topic], now)
+                        self.store.mark_emitted(conn, p.lease, seq)
                     if self.planner is not None:
-                        self.planner.record(conn, events)
+                        self.planner.record(conn, evs)
                     else:
-                        self.store.add_events(conn, events)
+                        self.store.add_events(conn, evs)
             except LeaseLost as e:
                 log.warning("%s: its batch is left to the new holder", e)
                 self._roll_back()
@@ -200,30 +197,58 @@ class Detector:
             except Exception:
                 self._roll_back()
                 raise
-            for topic, blob in saved.items():
-                self.partitions[topic].committed = blob
-        if seq is not None:
-            for p in self.partitions.values():
-                p.seq = max(p.seq, seq)
-        self.events_since_wake += len(events)
-        for ev in events:
+            for p in with_events.values():
+                p.emitted = seq
+        for p in self.partitions.values():
+            p.seq = max(p.seq, seq)
+        self.events_since_wake += len(evs)
+        for ev in evs:
             metrics.ALERT_EVENTS.labels(ev.event, ev.severity).inc()
             self.on_event(ev)
         return True
 
+    def checkpoint(self) -> None:
+        """Save every partition's state as of its place (fenced by its lease)."""
+        self._checkpointed = self.clock.monotonic()
+        if not self.partitions:
+            return
+        now = self.clock.now()
+        blobs: dict[str, bytes] = {}
+        try:
+            with self.store.transaction() as conn:
+                for p in self.partitions.values():
+                    if p.seq == p.saved_seq:
+                        continue  # nothing new since the last checkpoint
+                    self.leases.fence(conn, p.lease, p.epoch)
+                    blobs[p.topic] = orjson.dumps(p.engine.state())
+                    self.store.save_partition(conn, p.lease, p.seq, blobs[p.topic], now)
+                    self.store.mark_emitted(conn, p.lease, p.emitted)
+        except LeaseLost as e:
+            log.warning("%s: not checkpointed, the new holder goes on", e)
+            self.sync()
+            return
+        for topic, blob in blobs.items():
+            p = self.partitions[topic]
+            p.committed, p.saved_seq = blob, p.seq
+
     def reload(self, engine_factory: Callable[[str], Engine]) -> None:
-        """New rules: every partition goes on from its committed state (all of it is
-        committed between batches) under engines built by ``engine_factory``; what
-        still applies is kept (``Engine.restore``)."""
+        """New rules: every partition goes on from its state as it is (between batches)
+        under engines built by ``engine_factory``; what still applies is kept
+        (``Engine.restore``). Checkpointed at once: a re-read after a crash is read
+        under the rules that first read it."""
         self.engine_factory = engine_factory
-        self._roll_back()
+        for topic, p in self.partitions.items():
+            engine = engine_factory(topic)
+            engine.restore(orjson.loads(orjson.dumps(p.engine.state())))
+            p.engine = engine
+            p.saved_seq = -1  # forces the checkpoint below
+        self.checkpoint()
 
     def _roll_back(self) -> None:
         for topic, p in list(self.partitions.items()):
             engine = self.engine_factory(topic)
             engine.restore(orjson.loads(p.committed))
-            p.engine = engine
-        self.feed_now = max((p.engine.now for p in self.partitions.values()), default=0.0)
+            p.engine, p.seq = engine, p.saved_seq
 
     # -- for the sources -------------------------------------------------------------
     def active_threads(self, prefix: str, since_span: float, limit: int) -> list[str]:

@@ -21,7 +21,7 @@ from monitor.flatline import DAYS
 from monitor.store import (
     Store,
     alerts,
-    engagement,
+    feed_extra,
     incidents,
     mentions,
     partitions,
@@ -64,7 +64,7 @@ def prune(store: Store, now: float, keep: float) -> int:
         if n < BATCH:
             break
     with store.transaction() as conn:
-        conn.execute(engagement.delete().where(engagement.c.seq <= counted))
+        conn.execute(feed_extra.delete().where(feed_extra.c.seq <= counted))
         conn.execute(source_volume.delete().where(  # flatline rules look back 7 days
             source_volume.c.bucket < now - (DAYS + 1) * 86400))
     if gone:

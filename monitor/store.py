@@ -7,7 +7,12 @@ by ``Store.open``):
   source-qualified id; inserting one twice changes nothing.
 - ``alerts``: one row per alert (rule, scope key, opened), its state and severity.
 - ``alert_events``: fired / escalated / resolved, with the numbers and top posts.
-- ``engine_state``: the detector and alert state, so a restart forgets nothing.
+- ``engine_state``: a replay's detector and alert state (``replay --db`` continues).
+- ``partitions``, ``feed_extra``, ``counters``: the live detectors' checkpoints, and the
+  feed they read: mentions numbered in commit order, with engagement growth, clock
+  ticks and alerts closed by hand between them.
+- ``leases``, ``instances``: which instance of ``stormwatch run`` does what.
+- ``source_volume``: new mentions per source per 5 minutes (flatline rules).
 - ``sources``: each live source's cursor (committed with the mentions it produced) and
   health (last success, last error, lag, mentions today).
 - ``incidents``: alerts of one topic that are open at the same time, grouped: what the
@@ -198,12 +203,16 @@ counters = sa.Table(
     sa.Column("value", sa.BigInteger, nullable=False),
 )
 
-engagement = sa.Table(  # engagement that grew on stored mentions: part of the feed
-    "engagement", metadata,
+feed_extra = sa.Table(  # the feed's entries that are not mentions (see ``Store.feed``)
+    "feed_extra", metadata,
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("thread_id", sa.Text, nullable=False),
-    sa.Column("topics", sa.Text, nullable=False),
-    sa.Column("growth", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # engagement | clock | closed
+    sa.Column("at", sa.Float),            # clock: event time to move to
+    sa.Column("thread_id", sa.Text),      # engagement: where it grew, by how much
+    sa.Column("topics", sa.Text),         # engagement: the thread's topics; closed: topic
+    sa.Column("growth", sa.BigInteger),
+    sa.Column("rule", sa.Text),           # closed: the alert a person resolved
+    sa.Column("key", sa.Text),
 )
 
 source_volume = sa.Table(  # new mentions each source brought, per 5 minutes of arrival
@@ -215,13 +224,17 @@ source_volume = sa.Table(  # new mentions each source brought, per 5 minutes of 
 
 VOLUME_BUCKET = 300
 
-partitions = sa.Table(  # a topic's detector: its state and how far into the feed it is
+partitions = sa.Table(  # a topic's detector: its checkpoint, and its events' place
     "partitions", metadata,
     sa.Column("name", sa.Text, primary_key=True),
-    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),       # the state is as of here
     sa.Column("state", sa.LargeBinary, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("emitted", sa.BigInteger, nullable=False, server_default="0"),  # events
+    # caused by the feed up to here are stored (a re-read after a crash drops them)
 )
+
+FeedItem = Any  # a Mention, or a tuple for the other kinds of entry (``Store.feed``)
 
 ENGINE_STATE = "engine"  # the engine_state row of the engine (replay --db and run share it)
 
@@ -344,25 +357,38 @@ class Store:
         if not grown:
             return
         first = self.next_seq(conn, len(grown))
-        conn.execute(engagement.insert(), [
-            {"seq": first + i, "thread_id": t, "topics": ",".join(topics), "growth": g}
+        conn.execute(feed_extra.insert(), [
+            {"seq": first + i, "kind": "engagement", "thread_id": t,
+             "topics": ",".join(topics), "growth": g}
             for i, (t, topics, g) in enumerate(grown)])
 
-    def feed(self, since: int, limit: int = 2000,
-             ) -> list[tuple[int, Mention | tuple[str, list[str], int]]]:
-        """What was stored after feed number ``since``, in order: mentions, and engagement
-        growth as (thread id, topics, growth)."""
+    def add_clock(self, conn: Connection, at: float) -> None:
+        """Event time moves to ``at`` (the wall clock less lateness): windows close and
+        alerts resolve though nothing arrives. In the feed, so every detector (and a
+        re-read after a crash) sees it at the same place."""
+        conn.execute(feed_extra.insert().values(seq=self.next_seq(conn, 1), kind="clock",
+                                                at=at))
+
+    def feed(self, since: int, limit: int = 2000) -> list[tuple[int, FeedItem]]:
+        """What was stored after feed number ``since``, in order: mentions, and the other
+        entries as tuples: ("engagement", thread id, topics, growth), ("clock", at),
+        ("closed", rule, key, topic)."""
         with self._errors("reading the feed"), self.engine.connect() as conn:
             ms = conn.execute(sa.select(mentions).where(mentions.c.seq > since)
                               .order_by(mentions.c.seq).limit(limit)).all()
-            es = conn.execute(sa.select(engagement).where(engagement.c.seq > since)
-                              .order_by(engagement.c.seq).limit(limit)).all()
+            es = conn.execute(sa.select(feed_extra).where(feed_extra.c.seq > since)
+                              .order_by(feed_extra.c.seq).limit(limit)).all()
         horizon = min([rows[-1].seq for rows in (ms, es) if len(rows) == limit],
                       default=None)
-        out: list[tuple[int, Mention | tuple[str, list[str], int]]] = [
-            (r.seq, _mention_of(r._mapping)) for r in ms]
-        out += [(r.seq, (r.thread_id, [t for t in r.topics.split(",") if t], r.growth))
-                for r in es]
+        out: list[tuple[int, FeedItem]] = [(r.seq, _mention_of(r._mapping)) for r in ms]
+        for r in es:
+            if r.kind == "engagement":
+                out.append((r.seq, ("engagement", r.thread_id,
+                                    [t for t in r.topics.split(",") if t], r.growth)))
+            elif r.kind == "clock":
+                out.append((r.seq, ("clock", r.at)))
+            else:
+                out.append((r.seq, ("closed", r.rule, r.key, r.topics)))
         out.sort(key=lambda x: x[0])
         return out if horizon is None else [x for x in out if x[0] <= horizon]
 
@@ -899,16 +925,13 @@ class Store:
             ids = self.add_events(conn, [ev])
             conn.execute(alerts.update().where(alerts.c.id == alert_id)
                          .values(resolved_by=by))
+            # the detector of its topic learns of it from the feed, at this place
+            conn.execute(feed_extra.insert().values(
+                seq=self.next_seq(conn, 1), kind="closed", rule=row.rule, key=row.key,
+                topics=row.topic))
             if plan is not None:
                 plan(conn, [ev], ids)
             return ev
-
-    def firing_alerts(self) -> set[tuple[str, str, str]]:
-        """(rule, key, topic) of every alert the database holds as firing."""
-        q = sa.select(alerts.c.rule, alerts.c.key, alerts.c.topic).where(
-            alerts.c.state == "firing")
-        with self._errors("reading alerts"), self.engine.connect() as conn:
-            return {(r, k, t) for r, k, t in conn.execute(q)}
 
     # -- silences ----------------------------------------------------------------------
     def add_silence(self, *, rule: str | None, topic: str | None, key: str | None,
@@ -974,18 +997,27 @@ class Store:
 
     def save_partition(self, conn: Connection, name: str, seq: int, state: bytes,
                        at: float) -> None:
-        """A topic detector's state and its place in the feed, in one row."""
+        """A detector's checkpoint: its state as of feed number ``seq``."""
         values = {"seq": seq, "state": state, "updated_at": at}
         ins = (sqlite.insert(partitions) if self.dialect == "sqlite"
                else postgresql.insert(partitions))
         conn.execute(ins.values(name=name, **values).on_conflict_do_update(
             index_elements=["name"], set_=values))
 
-    def load_partition(self, name: str) -> tuple[int, dict[str, Any]] | None:
+    def mark_emitted(self, conn: Connection, name: str, seq: int) -> None:
+        """The events a detector caused up to feed number ``seq`` are stored (in this
+        transaction): a re-read of the feed from an older checkpoint drops them."""
+        conn.execute(partitions.update().where(partitions.c.name == name)
+                     .values(emitted=seq))
+
+    def load_partition(self, name: str) -> tuple[int, dict[str, Any], int] | None:
+        """(checkpoint place, state, emitted place) of a detector, if it has one."""
         with self._errors("loading detector state"), self.engine.connect() as conn:
-            row = conn.execute(sa.select(partitions.c.seq, partitions.c.state)
+            row = conn.execute(sa.select(partitions.c.seq, partitions.c.state,
+                                         partitions.c.emitted)
                                .where(partitions.c.name == name)).first()
-        return (int(row.seq), orjson.loads(row.state)) if row is not None else None
+        return ((int(row.seq), orjson.loads(row.state), int(row.emitted))
+                if row is not None else None)
 
     def load_state(self, name: str) -> dict[str, Any] | None:
         with self._errors("loading engine state"), self.engine.connect() as conn:

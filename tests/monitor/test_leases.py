@@ -112,7 +112,18 @@ def engine_for(topic: str) -> Engine:
     return Engine(load_rules([default_rules_path()]), ("acme",), owns=frozenset([topic]))
 
 
-def test_a_detector_whose_topic_was_taken_drops_its_batch_and_the_partition(
+def angry(i: int, t: float, thread: str = "reddit:t3_x") -> Mention:
+    return Mention(id=f"reddit:t1_{i}", text="acme lost my refund, this is terrible",
+                   created_at=t, source="reddit", thread_id=thread, author=f"u{i}",
+                   topics=("acme",), compound=-0.7)
+
+
+def stored(store: Store, *ms: Mention) -> None:
+    with store.transaction() as conn:
+        store.add_mentions(conn, list(ms))
+
+
+def test_a_detector_whose_topic_was_taken_cannot_checkpoint_and_lets_it_go(
         store: Store) -> None:
     clock = FixedClock(T + 3600)
     a = Leases(store, ["topic:acme"], holder="a", period=30.0, clock=clock)
@@ -120,30 +131,51 @@ def test_a_detector_whose_topic_was_taken_drops_its_batch_and_the_partition(
     planner = Planner(Routing([]), store, clock)
     det = Detector(store, engine_for, planner, a, clock=clock)
     det.sync()
-    with store.transaction() as conn:
-        store.add_mentions(conn, [Mention(id=f"reddit:t1_{i}", text="acme is down",
-                                          created_at=T + i, source="reddit",
-                                          thread_id="reddit:t3_x", author=f"u{i}",
-                                          topics=("acme",), compound=-0.5)
-                                  for i in range(3)])
+    stored(store, *(angry(i, T + i) for i in range(3)))
     assert det.step() == 3
-    assert det.partitions["acme"].seq == 3
-    with store.transaction() as conn:
-        store.add_mentions(conn, [Mention(id="reddit:t1_9", text="acme still down",
-                                          created_at=T + 9, source="reddit",
-                                          thread_id="reddit:t3_x", author="u9",
-                                          topics=("acme",), compound=-0.5)])
+    det.checkpoint()
+    assert store.load_partition("topic:acme")[0] == 3  # type: ignore[index]
+    stored(store, angry(9, T + 9))
     clock.advance(31)                      # a froze; b took the topic
     b = Leases(store, ["topic:acme"], holder="b", period=30.0, clock=clock)
     b.keep()
-    det.step()                             # a's batch is refused; it lets the topic go
+    assert det.step() == 1                 # read, in memory only ...
+    det.checkpoint()                       # ... and refused: a lets the topic go
     assert det.partitions == {}
-    saved = store.load_partition("topic:acme")
-    assert saved is not None and saved[0] == 3  # the place b goes on from
+    assert store.load_partition("topic:acme")[0] == 3  # type: ignore[index]
     det_b = Detector(store, engine_for, planner, b, clock=clock)
     det_b.sync()
     assert det_b.step() == 1
     assert det_b.partitions["acme"].engine.topics["acme"].total == 4  # 3 + 1, once each
+
+
+def test_a_detector_killed_between_checkpoints_sends_nothing_twice_and_loses_nothing(
+        store: Store) -> None:
+    """Events are committed with each batch, the state only at checkpoints. Killed after
+    its alert fired but before a checkpoint, a detector's successor reads the feed
+    again from the checkpoint: the fired alert is not fired again, and what comes after
+    (the thread getting worse) is."""
+    clock = FixedClock(T + 3600)
+    a = Leases(store, ["topic:acme"], holder="a", period=30.0, clock=clock)
+    a.keep()
+    planner = Planner(Routing([]), store, clock)
+    det = Detector(store, engine_for, planner, a, clock=clock)
+    det.sync()                             # checkpoint at the empty feed
+    stored(store, *(angry(i, T + 20 * i) for i in range(30)))
+    det.step()
+    assert [(e["event"], e["severity"]) for e in store.list_events()] == [("fired", "warning")]
+    # killed here: no checkpoint since the start
+    clock.advance(31)
+    b = Leases(store, ["topic:acme"], holder="b", period=30.0, clock=clock)
+    b.keep()
+    det_b = Detector(store, engine_for, planner, b, clock=clock)
+    det_b.sync()
+    stored(store, *(angry(i, T + 600 + 5 * i) for i in range(30, 100)))  # far worse
+    while det_b.step():
+        pass
+    events = [(e["event"], e["severity"]) for e in store.list_events()]
+    assert events == [("fired", "warning"), ("escalated", "critical")]
+    assert det_b.partitions["acme"].engine.threads["reddit:t3_x"].total == 100
 
 
 def fired(key: str, topic: str) -> AlertEvent:

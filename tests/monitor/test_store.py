@@ -154,7 +154,7 @@ def test_a_scratch_database_has_the_declared_schema(tmp_path: str) -> None:
         assert set(sa.inspect(s.engine).get_table_names()) == {
             "mentions", "alerts", "alert_events", "engine_state", "sources", "deliveries",
             "delivery_attempts", "incidents", "silences", "leases", "instances", "counters",
-            "engagement", "partitions", "source_volume"}
+            "feed_extra", "partitions", "source_volume"}
     finally:
         s.close()
 

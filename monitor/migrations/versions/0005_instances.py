@@ -1,7 +1,7 @@
-"""Several instances on one database: leases, the mention feed (a sequence number per
-mention and per engagement refresh, in commit order), detector state per topic
-partition, delivery claims, mentions per source per 5 minutes (flatline rules), and an
-alert's identity including its topic.
+"""Several instances on one database: leases, the feed (a sequence number per mention,
+and per engagement refresh, clock tick and alert closed by hand, in commit order),
+detector checkpoints per topic partition, delivery claims, mentions per source per 5
+minutes (flatline rules), and an alert's identity including its topic.
 
 Revision ID: 0005
 Revises: 0004
@@ -39,11 +39,15 @@ def upgrade() -> None:
     )
     op.execute("INSERT INTO counters (name, value) VALUES ('feed', 0)")
     op.create_table(
-        "engagement",
+        "feed_extra",
         sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
-        sa.Column("thread_id", sa.Text, nullable=False),
-        sa.Column("topics", sa.Text, nullable=False),
-        sa.Column("growth", sa.BigInteger, nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("at", sa.Float),
+        sa.Column("thread_id", sa.Text),
+        sa.Column("topics", sa.Text),
+        sa.Column("growth", sa.BigInteger),
+        sa.Column("rule", sa.Text),
+        sa.Column("key", sa.Text),
     )
     op.create_table(
         "partitions",
@@ -51,6 +55,7 @@ def upgrade() -> None:
         sa.Column("seq", sa.BigInteger, nullable=False),
         sa.Column("state", sa.LargeBinary, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
+        sa.Column("emitted", sa.BigInteger, nullable=False, server_default="0"),
     )
     op.create_table(
         "source_volume",
@@ -81,6 +86,6 @@ def downgrade() -> None:
     op.drop_index("ix_mentions_seq", "mentions")
     with op.batch_alter_table("mentions") as t:
         t.drop_column("seq")
-    for name in ("source_volume", "partitions", "engagement", "counters", "instances",
+    for name in ("source_volume", "partitions", "feed_extra", "counters", "instances",
                  "leases"):
         op.drop_table(name)
