@@ -175,6 +175,8 @@ def main() -> None:
     with admin.begin() as c:
         c.execute(sa.text(f"CREATE SCHEMA {schema}"))
     url = make_url(PG)
+    with admin.connect() as c:
+        wal0 = c.execute(sa.text("SELECT pg_current_wal_lsn()")).scalar_one()
     work = tempfile.mkdtemp(prefix="stormwatch-soak-")
     log_path = os.path.join(work, "daemon.log")
     with FakeReddit() as reddit, LiveJetstream() as js, FeedServer() as feeds, \
@@ -202,6 +204,7 @@ def main() -> None:
             (0.70 + 10 / span, "PostgreSQL is back", pg.up),
         ]
         samples: list[tuple[float, int, float]] = []
+        sizes: list[tuple[float, int, float]] = []
         threads: list[threading.Thread] = []
         next_angry, k, tick = 30.0, 0, 0
         try:
@@ -226,6 +229,8 @@ def main() -> None:
                     act()
                 if tick % 50 == 0:
                     samples.append((elapsed, rss_kb(proc.pid), cpu_seconds(proc.pid)))
+                if tick % 1500 == 0:  # every 5 minutes: the database's size
+                    sizes.append((elapsed, *_size(admin, schema)))
                 time.sleep(max(0.0, t0 + tick * 0.2 - time.monotonic()))
             load.stop.set()
             for t in threads:
@@ -253,6 +258,8 @@ def main() -> None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
     with admin.begin() as c:
+        wal = c.execute(sa.text("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), :a)"),
+                        {"a": wal0}).scalar_one()
         c.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
     warm = [s for s in samples if s[0] >= 120] or samples
     print(f"memory (RSS): {warm[0][1] / 1024:.0f} MiB after warm-up (2 min), "
@@ -262,13 +269,27 @@ def main() -> None:
           f"{cpu / check['stored'] * 1000:.2f} s per 1,000 (and "
           f"{check['noise']:,} other posts read and dropped)")
     print(f"database: {check['rows']} mention rows kept, {check['mb']:.1f} MB of mentions "
-          f"table at the end")
+          f"table at the end; {float(wal) / 1e6 / (span / 3600):,.0f} MB of WAL written per "
+          f"hour (the whole server's)")
+    print("database size: " + ", ".join(f"{t / 60:.0f} min: {n:,} mentions, {mb:.1f} MB"
+                                         for t, n, mb in sizes))
     for line in check["report"]:
         print(line)
     ok = check["ok"]
     print("PASS" if ok else "FAIL")
     print(f"daemon log: {log_path}")
     sys.exit(0 if ok else 1)
+
+
+def _size(admin: Any, schema: str) -> tuple[int, float]:
+    """Mentions kept, and the MB all of the schema's tables and indexes take."""
+    with admin.connect() as c:
+        n = c.execute(sa.text(f"SELECT count(*) FROM {schema}.mentions")).scalar_one()
+        mb = c.execute(sa.text(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :s AND c.relkind = 'r'"), {"s": schema}).scalar_one()
+    return int(n), float(mb) / 1e6
 
 
 def _settle(store: Store, load: Load, slack: FakeSlackApi, deadline: float) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -43,7 +44,7 @@ def peers() -> Iterator[tuple[FakeReddit, FeedServer]]:
 
 
 def config(tmp: Path, reddit: FakeReddit, feeds: FeedServer, db: str, *, rss: bool = True,
-           search: bool = True, extra: str = "") -> Path:
+           search: bool = True, extra: str = "", run: str = "") -> Path:
     path = tmp / f"{db}.yaml"
     feeds_yaml = textwrap.indent(textwrap.dedent(f"""\
         rss:
@@ -52,7 +53,7 @@ def config(tmp: Path, reddit: FakeReddit, feeds: FeedServer, db: str, *, rss: bo
         """), "  ") if rss else ""
     path.write_text(textwrap.dedent(f"""\
         database: sqlite:///{tmp / db}.db
-        run: {{lease: 3s, health: "127.0.0.1:0"}}   # a killed daemon's work waits 3 s
+        run: {{lease: 3s, health: "127.0.0.1:0"{run}}}   # a killed daemon's work waits 3 s
         topics:
           acme: {{terms: [acme]}}
         sources:
@@ -161,6 +162,43 @@ def test_run_polls_every_source_and_stops_cleanly_on_sigterm(
     for name in ("reddit", "rss:a", "rss:b"):
         assert name in status.stdout
     assert "ok" in status.stdout and "no open alerts" in status.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_json_logs_health_over_http_and_a_rules_reload_on_sighup(
+        tmp_path: Path, peers: tuple[FakeReddit, FeedServer]) -> None:
+    """What an operator sees: one JSON object per log line, /healthz and /metrics over
+    HTTP, and SIGHUP reloading the rules."""
+    import httpx
+
+    reddit, feeds = peers
+    port = free_port()
+    cfg = config(tmp_path, reddit, feeds, "ops",
+                 run=f', log_format: json, health: "127.0.0.1:{port}"')
+    cfg.write_text(cfg.read_text().replace('health: "127.0.0.1:0", ', ""))
+    proc = start(cfg)
+    try:
+        polled(proc, tmp_path / "ops.db")
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+    finally:
+        code, err, _ = stop(proc)
+    assert code == 0, err
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert set(health.json()["sources"]) == {"reddit", "rss:a", "rss:b"}
+    assert 'stormwatch_mentions_stored_total{source="rss:b"} 300.0' in metrics
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+    assert all({"timestamp", "level", "logger", "message"} <= set(x) for x in lines)
+    messages = [x["message"] for x in lines]
+    assert any(m.startswith("rules reloaded from") for m in messages), messages
+    assert CLIENT_SECRET not in err and CLIENT_SECRET not in metrics
 
 
 def test_sigkill_in_the_middle_of_a_poll_then_restart_equals_an_undisturbed_run(
