@@ -77,7 +77,8 @@ def main() -> None:
         cfg = os.path.join(tmp, "sw.yaml")
         with open(cfg, "w") as f:
             f.write(f"database: sqlite:///{tmp}/l.db\ntopics:\n  acme: {{terms: [acme]}}\n"
-                    f"notify:\n  channels:\n    care: {{type: slack, webhook_url: {slack.url}}}\n")
+                    f"notify:\n  channels:\n    care: {{type: slack, webhook_url: {slack.url}}}\n"
+                    "run: {health: null}\n")
         s = setup(cfg)
         store = Store.open(s.config.database)
         daemon = app.build_daemon(s, store)

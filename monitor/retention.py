@@ -2,9 +2,9 @@
 runs for years stays the size of its retention window.
 
 Kept whatever their age: mentions a topic detector has not counted yet (the feed past
-the slowest detector's place), mentions of threads with an open alert, and every
-mention of a topic in the hours before its open incident began (what ``report`` and
-the messages' charts draw). Alerts, their events (which carry their evidence: the top
+the slowest detector's place), mentions of threads with an open alert, and the
+mentions of a topic with an open incident from six hours before it began (what
+``report`` and the messages' charts draw). Alerts, their events (which carry their evidence: the top
 posts) and the outbox are kept: they are small and they are the record.
 
 One instance prunes at a time (the ``job:retention`` lease), in batches, so neither
@@ -43,20 +43,26 @@ def prune(store: Store, now: float, keep: float) -> int:
         counted = conn.execute(sa.select(sa.func.min(partitions.c.seq))
                                .where(partitions.c.name.like("topic:%"),
                                       partitions.c.updated_at >= cutoff)).scalar()
-        opened = conn.execute(sa.select(sa.func.min(incidents.c.opened_at))
-                              .where(incidents.c.state == "open")).scalar()
+        opened = conn.execute(sa.select(incidents.c.group_key,
+                                        sa.func.min(incidents.c.opened_at))
+                              .where(incidents.c.state == "open")
+                              .group_by(incidents.c.group_key)).all()
     if counted is None:
         return 0  # no detector has a place yet: nothing is known to be counted
-    if opened is not None:
-        cutoff = min(cutoff, opened - CHART_BEFORE)
     open_threads = (sa.select(alerts.c.key).where(alerts.c.state == "firing",
                                                   alerts.c.scope == "thread"))
+    charted = [  # an open incident's topic, from six hours before it opened
+        sa.and_(mentions.c.created_at >= at - CHART_BEFORE,
+                (sa.literal(",") + mentions.c.topics + sa.literal(","))
+                .contains(f",{topic},", autoescape=True))
+        for topic, at in opened]
     gone = 0
     while True:
         ids = (sa.select(mentions.c.id)
                .where(mentions.c.created_at < cutoff,
                       sa.or_(mentions.c.seq.is_(None), mentions.c.seq <= counted),
-                      mentions.c.thread_id.not_in(open_threads))
+                      mentions.c.thread_id.not_in(open_threads),
+                      *(sa.not_(c) for c in charted))
                .limit(BATCH))
         with store.transaction() as conn:
             n = conn.execute(mentions.delete().where(mentions.c.id.in_(ids))).rowcount

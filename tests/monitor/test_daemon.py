@@ -59,8 +59,15 @@ def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def daemon(store: Store, *sources: Any) -> Daemon:
+def quiet_setup() -> Any:
+    """The embedded defaults, without the health server (its port is the machine's)."""
     s = setup(None)
+    s.config.run.health = None
+    return s
+
+
+def daemon(store: Store, *sources: Any) -> Daemon:
+    s = quiet_setup()
     d = core.build_daemon(s, store)
     d.polling = list(sources)
     d.backoff_first = 0.05
@@ -366,7 +373,7 @@ def test_an_alert_resolved_by_hand_is_forgotten_and_pages_again_only_when_worse(
     from monitor.models import SourceState
 
     clock = FixedClock(T + 1800)
-    d = core.build_daemon(setup(None), store, clock)
+    d = core.build_daemon(quiet_setup(), store, clock)
     d.leases.names.append("source:reddit")  # a source fed by hand below
     d.start()
     d.states["reddit"] = SourceState(name="reddit")

@@ -70,13 +70,15 @@ def test_an_open_incident_keeps_the_hours_before_it(store: Store) -> None:
     from monitor.notify.routes import Routing
 
     with store.transaction() as conn:
-        store.add_mentions(conn, [mention(1, 30.5), mention(2, 30.1), mention(3, 40)])
-        store.save_partition(conn, "topic:acme", 3, b"{}", NOW)
+        store.add_mentions(conn, [mention(1, 30.5), mention(2, 30.1), mention(3, 40),
+                                  mention(4, 30.1, topic="globex")])
+        store.save_partition(conn, "topic:acme", 4, b"{}", NOW)
         Planner(Routing([]), store, FixedClock(NOW)).record(conn, [AlertEvent(
             event="fired", rule="topic-negative-spike", severity="warning", scope="topic",
             key="acme", topic="acme", at=NOW - 30 * DAY, signals={})])
-    # kept: 30.1 days old, within the 6 hours before the incident opened (30 days ago)
-    assert prune(store, NOW, keep=7 * DAY) == 2
+    # kept: 30.1 days old, within the 6 hours before acme's incident opened (30 days
+    # ago); the same age in another topic goes
+    assert prune(store, NOW, keep=7 * DAY) == 3
     assert ids(store) == {"reddit:t1_2"}
 
 
