@@ -87,7 +87,7 @@ def source_intervals(s: Setup) -> dict[str, float]:
 
 def build_notify(s: Setup, store: Store, clock: Clock | None = None, *,
                  holder: str = "local", claim: float = 60.0,
-                 ) -> tuple[Outbox | None, Planner]:
+                 alive_within: float | None = None) -> tuple[Outbox | None, Planner]:
     """The configured channels and the outbox that sends to them (None without channels),
     and the planner that groups alert events into incidents and, by the routes, into
     messages (without channels: incidents only)."""
@@ -102,7 +102,7 @@ def build_notify(s: Setup, store: Store, clock: Clock | None = None, *,
     routing = build_routing(s)
     planner = Planner(routing, store, clock, group_wait=float(notify.group_wait))
     return Outbox(store, channels, clock, routing=routing, repeat=float(notify.repeat),
-                  holder=holder, claim=claim), planner
+                  holder=holder, claim=claim, alive_within=alive_within), planner
 
 
 def build_routing(s: Setup) -> Routing:
@@ -164,7 +164,10 @@ def build_daemon(s: Setup, store: Store, clock: Clock | None = None) -> Daemon:
     leases = Leases(store, [f"topic:{t}" for t in s.matcher.names],
                     holder=s.config.run.instance,
                     period=period, clock=clock)
-    outbox, planner = build_notify(s, store, clock, holder=leases.holder, claim=2 * period)
+    # a claimed message is another instance's when its claim ran out (longer than any
+    # send: HTTP and SMTP time out well within a minute) or its instance died
+    outbox, planner = build_notify(s, store, clock, holder=leases.holder,
+                                   claim=max(120.0, 2 * period), alive_within=period)
     detector = Detector(store, lambda topic: build_engine(s, owns=frozenset([topic])),
                         planner, leases, clock=clock)
     daemon = Daemon(intake=Intake(s.matcher, SentimentScorer(), store), detector=detector,

@@ -373,7 +373,7 @@ def export(
     n = 0
     try:
         with output.open_out(out) as f:
-            for m in store.iter_mentions(since=t0, until=t1, topic=topic):
+            for m in store.iter_mentions(since=t0, until=t1, topic=topic, latest=True):
                 f.write(orjson.dumps(m.to_json()) + b"\n")
                 n += 1
     finally:

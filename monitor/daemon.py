@@ -80,6 +80,7 @@ class _Work:
     source: str
     fetched: Fetched | None = None
     error: str | None = None
+    epoch: int | None = None  # of the source's lease when its cursor was read
     done: threading.Event = field(default_factory=threading.Event)
     result: str = "stopping"  # committed | failed (the database refused it) | lost (the
     # source's lease went to another instance) | stopping
@@ -117,7 +118,6 @@ class Daemon:
         self._cursors: dict[str, tuple[int, Any]] = {}  # name -> (lease epoch, cursor)
         self._errors: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._active: dict[str, list[str]] = {}   # prefix -> active thread ids (snapshot)
         self.health: HealthServer | None = None   # /healthz and /metrics, when configured
         # rules: (the files, a loader that validates them and returns an engine factory)
         self.rules_files: list[str] = []
@@ -144,7 +144,8 @@ class Daemon:
     def start(self) -> None:
         """Take the leases that are free, restore what they cover, start the threads."""
         sources = [*self.polling, *self.subscriptions]
-        jobs = ["job:clock", *(["job:retention"] if self.keep_mentions else [])]
+        jobs = ["job:clock", *(["job:retention"] if self.keep_mentions else []),
+                *(["job:flatline"] if self.flatline is not None else [])]
         self.leases.names = sorted({*self.leases.names, *jobs,
                                     *(f"source:{src.name}" for src in sources)})
         self.states = self.store.load_sources()
@@ -189,14 +190,9 @@ class Daemon:
         self._threads.append(t)
 
     def active_threads(self, prefix: str) -> list[str]:
-        """Active threads under ``prefix`` (``bluesky:``), most recent first: a snapshot
-        the ingest loop refreshes every tick, safe to read from a poller's thread."""
-        return self._active.setdefault(prefix, [])
-
-    def _refresh_active(self) -> None:
-        for prefix in list(self._active):
-            self._active[prefix] = self.detector.active_threads(prefix, ACTIVE_WINDOW,
-                                                                ACTIVE_MAX)
+        """Threads under ``prefix`` (``bluesky:``) active in the last hour, most recent
+        first, whichever instance counts them (a poller's thread asks the database)."""
+        return self.store.active_threads(prefix, self.clock.now() - ACTIVE_WINDOW, ACTIVE_MAX)
 
     def _wall(self) -> datetime:
         return datetime.fromtimestamp(self.clock.now(), UTC)
@@ -234,7 +230,6 @@ class Daemon:
             self._catch_up()  # this instance's pages, and other instances'
             if self.clock.monotonic() >= next_tick:
                 self.advance_clock()
-                self._refresh_active()
                 next_tick = self.clock.monotonic() + self.tick
             if self._reload.is_set() or self.clock.monotonic() >= next_look:
                 next_look = self.clock.monotonic() + RULES_LOOK
@@ -364,12 +359,14 @@ class Daemon:
         timer = metrics.INGEST_SECONDS.time() if fetched is not None else contextlib.nullcontext()
         try:
             if fetched is None:
-                self._commit(work.source, [], None, work.error or "unknown error")
+                self._commit(work.source, [], None, work.error or "unknown error",
+                             work.epoch)
                 return
             for w in fetched.warnings:
                 log.warning("%s: %s", work.source, w)
             with timer:
-                stored = self._commit(work.source, fetched.mentions, fetched, None)
+                stored = self._commit(work.source, fetched.mentions, fetched, None,
+                                      work.epoch)
             work.result = "committed"
             if stored:
                 log.info("%s: %d new mention(s)", work.source, stored)
@@ -385,14 +382,15 @@ class Daemon:
             work.done.set()
 
     def _commit(self, name: str, mentions: list[Any], fetched: Fetched | None,
-                error: str | None) -> int:
-        """One transaction, fenced by the source's lease: mentions, engagement growth,
-        cursor and health. On failure nothing changes (the page is fetched again)."""
+                error: str | None, epoch: int | None = None) -> int:
+        """One transaction, fenced by the source's lease (at ``epoch``: the one its cursor
+        was read under): mentions, engagement growth, cursor and health. On failure
+        nothing changes (the page is fetched again)."""
         st = replace(self.states[name])
         ctx = RunContext()
         mentions = self._no_future(name, mentions)
         with self.store.transaction() as conn:
-            self.leases.fence(conn, f"source:{name}")
+            self.leases.fence(conn, f"source:{name}", epoch)
             ctx.conn = conn
             stored = self.intake.run(ctx, list(mentions)) if mentions else []
             if stored:
@@ -415,8 +413,8 @@ class Daemon:
             if st.lag is not None:
                 metrics.SOURCE_LAG.labels(name).set(st.lag)
         with self._lock:
-            epoch, _ = self._cursors.get(name, (0, None))
-            self._cursors[name] = (epoch, st.cursor)
+            self._cursors[name] = (epoch or self.leases.held.get(f"source:{name}", 0),
+                                   st.cursor)
         return len(stored)
 
     def _no_future(self, name: str, mentions: list[Any]) -> list[Any]:
@@ -473,52 +471,53 @@ class Daemon:
         return result == "committed"
 
     # -- polling -----------------------------------------------------------------------
-    def _cursor(self, name: str) -> tuple[bool, Any]:
-        """(held, cursor): whether this instance holds the source's lease, and the cursor
-        to go on from (re-read from the database when the lease was newly taken:
-        another instance may have moved it)."""
+    def _cursor(self, name: str) -> tuple[int | None, Any]:
+        """(epoch, cursor): the epoch of this instance's lease on the source (None: not
+        held), and the cursor to go on from (re-read from the database when the lease
+        was newly taken: another instance may have moved it)."""
         epoch = self.leases.held.get(f"source:{name}")
         if epoch is None:
-            return False, None
+            return None, None
         with self._lock:
             known = self._cursors.get(name)
         if known is not None and known[0] == epoch:
-            return True, known[1]
+            return epoch, known[1]
         st = self.store.load_sources().get(name) or SourceState(name=name)
         self.states[name] = st
         with self._lock:
             self._cursors[name] = (epoch, st.cursor)
-        return True, st.cursor
+        return epoch, st.cursor
 
     def _poll(self, src: PollingSource) -> None:
         if self._stopping.is_set():
             return
         try:
-            held, cursor = self._cursor(src.name)
+            epoch, cursor = self._cursor(src.name)
         except Exception as e:  # noqa: BLE001 - the database is down: next interval
             log.error("%s: could not read its cursor: %s", src.name, e)
             return
-        if not held:
+        if epoch is None:
             return
         try:
             for fetched in src.poll(cursor):
-                if self._stopping.is_set() or not self._handed(_Work(src.name, fetched)):
+                if self._stopping.is_set() or not self._handed(
+                        _Work(src.name, fetched, epoch=epoch)):
                     return
             self._errors[src.name] = 0
         except SourceError as e:
-            self._failed(src, str(e), e.retry_after, e.setting)
+            self._failed(src, str(e), e.retry_after, e.setting, epoch)
         except Exception as e:  # noqa: BLE001 - a connector bug must not stop the daemon
             log.exception("%s: unexpected error", src.name)
-            self._failed(src, f"unexpected error: {type(e).__name__}: {e}", None, None)
+            self._failed(src, f"unexpected error: {type(e).__name__}: {e}", None, None, epoch)
 
     def _failed(self, src: PollingSource, message: str, retry_after: float | None,
-                setting: str | None) -> None:
+                setting: str | None, epoch: int) -> None:
         n = self._errors[src.name] = self._errors.get(src.name, 0) + 1
         metrics.POLL_ERRORS.labels(src.name).inc()
         delay = backoff(n, src.interval, retry_after, first=self.backoff_first)
         hint = f" (check {setting})" if setting else ""
         log.warning("%s: %s%s; try %d, next in %.0f s", src.name, message, hint, n, delay)
-        self._submit(_Work(src.name, error=message + hint))
+        self._submit(_Work(src.name, error=message + hint, epoch=epoch))
         if self._scheduler is not None and not self._stopping.is_set():
             with contextlib.suppress(Exception):  # the scheduler may be shutting down
                 self._scheduler.modify_job(src.name, next_run_time=self._wall() +
@@ -593,8 +592,11 @@ class Daemon:
             loop.close()
 
     async def _subscribe(self, sub: Subscription) -> None:
+        epoch: int | None = None
+
         async def emit(fetched: Fetched) -> None:
-            if not await asyncio.to_thread(self._handed, _Work(sub.name, fetched)):
+            if not await asyncio.to_thread(self._handed, _Work(sub.name, fetched,
+                                                               epoch=epoch)):
                 if self._stopping.is_set():
                     raise asyncio.CancelledError
                 raise SourceError("this instance no longer holds the source's lease")
@@ -602,11 +604,11 @@ class Daemon:
 
         while not self._stopping.is_set():
             try:
-                held, cursor = await asyncio.to_thread(self._cursor, sub.name)
+                epoch, cursor = await asyncio.to_thread(self._cursor, sub.name)
             except Exception as e:  # noqa: BLE001 - the database is down: try again
                 log.error("%s: could not read its cursor: %s", sub.name, e)
-                held = False
-            if not held:
+                epoch = None
+            if epoch is None:
                 try:
                     await asyncio.sleep(min(1.0, self.leases.period / 3))
                 except asyncio.CancelledError:
@@ -626,7 +628,7 @@ class Daemon:
             metrics.POLL_ERRORS.labels(sub.name).inc()
             delay = backoff(n, MAX, retry_after, first=self.backoff_first)
             log.warning("%s: %s; reconnecting in %.0f s", sub.name, message, delay)
-            await asyncio.to_thread(self._submit, _Work(sub.name, error=message))
+            await asyncio.to_thread(self._submit, _Work(sub.name, error=message, epoch=epoch))
             try:
                 await asyncio.sleep(delay)
             except asyncio.CancelledError:

@@ -57,6 +57,7 @@ class Partition:
     committed: bytes   # its state at its checkpoint ...
     saved_seq: int     # ... which is as of this feed number
     emitted: int       # its events are stored up to this feed number
+    due: bool = False  # checkpoint at the next chance (warmed, or rules reloaded)
 
     @property
     def lease(self) -> str:
@@ -87,7 +88,7 @@ class Detector:
         for topic, epoch in held.items():
             if topic not in self.partitions:
                 self.partitions[topic] = self._load(topic, epoch)
-        if any(p.saved_seq < 0 for p in self.partitions.values()):
+        if any(p.due for p in self.partitions.values()):
             self.checkpoint()  # a warmed partition gets its first checkpoint at once
 
     def _load(self, topic: str, epoch: int) -> Partition:
@@ -100,7 +101,8 @@ class Detector:
         seq = self.store.last_seq()
         n = self._warm(engine, topic, seq)
         log.info("detector for topic %s warmed on %d stored mention(s)", topic, n)
-        return Partition(topic, engine, seq, epoch, orjson.dumps(engine.state()), -1, seq)
+        return Partition(topic, engine, seq, epoch, orjson.dumps(engine.state()), seq, seq,
+                         due=True)
 
     def _warm(self, engine: Engine, topic: str, seq: int) -> int:
         """Learn the stored mentions up to feed number ``seq`` (the feed goes on from
@@ -126,7 +128,11 @@ class Detector:
         rows = self.store.feed(since, limit)
         if rows:
             with metrics.DETECT_SECONDS.time():
-                self._count(rows)
+                try:
+                    self._count(rows)
+                except Exception:
+                    self._roll_back()  # half-counted: back to the checkpoints, read again
+                    raise
         if self.clock.monotonic() - self._checkpointed >= CHECKPOINT:
             self.checkpoint()
         return len(rows)
@@ -217,7 +223,7 @@ class Detector:
         try:
             with self.store.transaction() as conn:
                 for p in self.partitions.values():
-                    if p.seq == p.saved_seq:
+                    if p.seq == p.saved_seq and not p.due:
                         continue  # nothing new since the last checkpoint
                     self.leases.fence(conn, p.lease, p.epoch)
                     blobs[p.topic] = orjson.dumps(p.engine.state())
@@ -229,7 +235,7 @@ class Detector:
             return
         for topic, blob in blobs.items():
             p = self.partitions[topic]
-            p.committed, p.saved_seq = blob, p.seq
+            p.committed, p.saved_seq, p.due = blob, p.seq, False
 
     def reload(self, engine_factory: Callable[[str], Engine]) -> None:
         """New rules: every partition goes on from its state as it is (between batches)
@@ -240,21 +246,14 @@ class Detector:
         for topic, p in self.partitions.items():
             engine = engine_factory(topic)
             engine.restore(orjson.loads(orjson.dumps(p.engine.state())))
-            p.engine = engine
-            p.saved_seq = -1  # forces the checkpoint below
-        self.checkpoint()
+            p.engine, p.due = engine, True
+        try:
+            self.checkpoint()
+        except Exception as e:  # noqa: BLE001 - due: the next checkpoint saves them
+            log.warning("rules reloaded; their first checkpoint is deferred: %s", e)
 
     def _roll_back(self) -> None:
         for topic, p in list(self.partitions.items()):
             engine = self.engine_factory(topic)
             engine.restore(orjson.loads(p.committed))
             p.engine, p.seq = engine, p.saved_seq
-
-    # -- for the sources -------------------------------------------------------------
-    def active_threads(self, prefix: str, since_span: float, limit: int) -> list[str]:
-        """Threads under ``prefix`` with a mention in the last ``since_span`` seconds of
-        event time, most recent first, across this instance's partitions."""
-        found: list[str] = []
-        for p in self.partitions.values():
-            found += p.engine.active_threads(prefix, p.engine.now - since_span, limit)
-        return found[:limit]

@@ -204,16 +204,6 @@ class Engine:
                 if not fkey:
                     w.add_engagement(self.now, delta)
 
-    def active_threads(self, prefix: str, since: float, limit: int) -> list[str]:
-        """Ids of threads (seeded ones too) under ``prefix`` with a mention at or after
-        ``since``, the most recently active first."""
-        found = [(t.last_seen, tid) for tid, t in self.threads.items()
-                 if tid.startswith(prefix) and t.last_seen >= since]
-        found += [(seed[0], tid) for tid, seed in self.seeds.items()
-                  if tid.startswith(prefix) and seed[0] >= since]
-        found.sort(reverse=True)
-        return [tid for _, tid in found[:limit]]
-
     def _count(self, scope: Scope, ts: float, author: str, compound: float, eng: int,
                reach: int, matched: Any, post: tuple[Any, ...]) -> None:
         for (_, fkey), w in scope.windows.items():
@@ -340,7 +330,8 @@ class Engine:
                 "threads": [s.state() for s in self.threads.values()],
                 "seeds": [[k, *seed[:5], list(seed[5]), list(seed[6]), *seed[7:]]
                           for k, seed in self.seeds.items()],
-                "alerts": self.book.state(), "recent_ids": list(self._recent_order)}
+                "alerts": self.book.state(), "recent_ids": list(self._recent_order),
+                "dirty": sorted(self.dirty)}
 
     def restore(self, s: dict[str, Any]) -> None:
         """Continue from a saved state (rules may have changed: what still applies is kept)."""
@@ -354,6 +345,7 @@ class Engine:
             self.seeds[key] = (float(t), author, float(comp), int(eng), int(reach),
                                tuple(matched), tuple(post), topic, bool(root))
         self.book = AlertBook.from_state(s.get("alerts", {}), {r.name for r in self.rules.rules})
+        self.dirty = set(s.get("dirty", []))  # threads to evaluate at the coming boundary
         for t, mid in s.get("recent_ids", []):
             self._recent_order.append((float(t), mid))
             self._recent_ids[mid] = float(t)

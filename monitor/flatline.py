@@ -2,8 +2,8 @@
 
 A source that usually brings mentions and has gone quiet is a broken connector, revoked
 credentials, a feed that moved, a subreddit gone private: the frontline believes it is
-watching and it is not. Every minute, for each source this instance polls (its lease),
-the source rules are evaluated on:
+watching and it is not. Every minute, for each source, the source rules are evaluated
+on:
 
 - ``mentions``: new mentions the source brought in the rule's window (arrival time);
 - ``expected``: what it brought in the same window at this time of day, the median of
@@ -14,9 +14,10 @@ the source rules are evaluated on:
 
 They alert like every rule (``monitor.alerts``: for, resolve_after, realert), with the
 key the source's name and the topic ``stormwatch`` (so a route can send the monitor's
-own trouble to whoever runs it), through the same planner and outbox. Their state is
-saved with the source's lease (``source:<name>`` in ``partitions``): it moves with the
-source when another instance takes it over. Live only: a replay has no sources to lose.
+own trouble to whoever runs it), through the same planner and outbox. One instance
+evaluates them for every source (the ``job:flatline`` lease: their alerts are one
+incident, with one writer); their state is saved under that lease and moves with it.
+Live only: a replay has no sources to lose.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ log = logging.getLogger("stormwatch")
 
 TOPIC = "stormwatch"   # the topic of alerts about the monitor itself
 DAYS = 7
+LEASE = "job:flatline"
 
 
 class Flatline:
@@ -47,12 +49,12 @@ class Flatline:
         self.store, self.leases, self.planner = store, leases, planner
         self.rules = rules.for_scope("source")
         self.clock = clock or SystemClock()
-        self.books: dict[str, tuple[int, AlertBook]] = {}  # source -> (lease epoch, book)
+        self._book: tuple[int, AlertBook] | None = None  # (lease epoch, book)
 
     def reload(self, rules: RuleSet) -> None:
         """New rules: open alerts of rules that still exist are kept."""
         self.rules = rules.for_scope("source")
-        self.books.clear()  # reloaded from their saved state, filtered by the new rules
+        self._book = None  # reloaded from its saved state, filtered by the new rules
 
     def signals(self, source: str, state: SourceState | None, window: float,
                 now: float) -> dict[str, float]:
@@ -70,51 +72,45 @@ class Flatline:
                 "failing_minutes": max(0.0, failing)}
 
     def evaluate(self, sources: list[str], on_event: Callable[[AlertEvent], None]) -> int:
-        """One look at each source this instance holds; returns the alert events."""
-        if not self.rules:
+        """One look at every source, by the one instance holding ``job:flatline`` (the
+        alerts are one incident, written by one writer); returns the alert events."""
+        epoch = self.leases.held.get(LEASE)
+        if not self.rules or epoch is None:
+            self._book = None
             return 0
         now = self.clock.now()
         states = self.store.load_sources()
-        done = 0
-        for source in sources:
-            lease = f"source:{source}"
-            epoch = self.leases.held.get(lease)
-            if epoch is None:
-                self.books.pop(source, None)
-                continue
-            book = self._book(source, epoch)
-            events: list[AlertEvent] = []
-            for rule in self.rules:
-                sig = self.signals(source, states.get(source), rule.window, now)
-                ev = book.evaluate(rule, source, TOPIC, now, sig, lambda _: [])
-                if ev is not None:
-                    events.append(ev)
-            try:
-                with self.store.transaction() as conn:
-                    self.leases.fence(conn, lease, epoch)
-                    if events:
-                        if self.planner is not None:
-                            self.planner.record(conn, events)
-                        else:
-                            self.store.add_events(conn, events)
-                    self.store.save_partition(conn, lease, 0, orjson.dumps(book.state()), now)
-            except LeaseLost:
-                self.books.pop(source, None)
-                continue
-            except Exception:
-                self.books.pop(source, None)  # reloaded from what was committed
-                raise
-            for ev in events:
-                on_event(ev)
-            done += len(events)
-        return done
+        windows = {r.window for r in self.rules}
+        signals = {(src, w): self.signals(src, states.get(src), w, now)
+                   for src in sources for w in windows}  # every read before any change
+        book = self._load(epoch)
+        events = [ev for src in sources for rule in self.rules
+                  if (ev := book.evaluate(rule, src, TOPIC, now, signals[(src, rule.window)],
+                                          lambda _: [])) is not None]
+        try:
+            with self.store.transaction() as conn:
+                self.leases.fence(conn, LEASE, epoch)
+                if events:
+                    if self.planner is not None:
+                        self.planner.record(conn, events)
+                    else:
+                        self.store.add_events(conn, events)
+                self.store.save_partition(conn, LEASE, 0, orjson.dumps(book.state()), now)
+        except LeaseLost:
+            self._book = None
+            return 0
+        except Exception:
+            self._book = None  # back to what was committed
+            raise
+        for ev in events:
+            on_event(ev)
+        return len(events)
 
-    def _book(self, source: str, epoch: int) -> AlertBook:
-        held = self.books.get(source)
-        if held is not None and held[0] == epoch:
-            return held[1]
-        saved = self.store.load_partition(f"source:{source}")
+    def _load(self, epoch: int) -> AlertBook:
+        if self._book is not None and self._book[0] == epoch:
+            return self._book[1]
+        saved = self.store.load_partition(LEASE)
         book = (AlertBook.from_state(saved[1], {r.name for r in self.rules})
                 if saved is not None else AlertBook())
-        self.books[source] = (epoch, book)
+        self._book = (epoch, book)
         return book

@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Iterable
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from monitor.clock import Clock, SystemClock
@@ -56,11 +55,8 @@ class Leases:
         self.period = period
         self.clock = clock or SystemClock()
         self.held: dict[str, int] = {}  # name -> the epoch it was acquired at
+        self._rows: set[str] = set()    # lease rows known to exist
         self._started = self.clock.now()
-
-    def _insert(self, table: sa.Table) -> sa.Insert:
-        return (sqlite.insert(table) if self.store.dialect == "sqlite"
-                else postgresql.insert(table))
 
     # -- the keeper's round ------------------------------------------------------------
     def keep(self) -> dict[str, int]:
@@ -70,16 +66,18 @@ class Leases:
         now = self.clock.now()
         with self.store.transaction() as conn:
             values = {"seen_at": now}
-            conn.execute(self._insert(instances).values(
+            conn.execute(self.store.upsert(instances).values(
                 name=self.holder, host=socket.gethostname(), pid=os.getpid(),
                 started_at=self._started, **values).on_conflict_do_update(
                 index_elements=["name"], set_=values))
             alive = conn.execute(sa.select(sa.func.count()).select_from(instances).where(
                 instances.c.seen_at >= now - self.period)).scalar_one()
-            if self.names:
-                conn.execute(self._insert(leases).on_conflict_do_nothing(
+            new = [n for n in self.names if n not in self._rows]
+            if new:  # a row per lease, once
+                conn.execute(self.store.upsert(leases).on_conflict_do_nothing(
                     index_elements=["name"]), [{"name": n, "holder": None, "expires_at": 0.0,
-                                                "epoch": 0} for n in self.names])
+                                                "epoch": 0} for n in new])
+                self._rows.update(new)
         share = math.ceil(len(self.names) / max(1, alive))
         held: dict[str, int] = {}
         for name, epoch in sorted(self.held.items()):

@@ -236,7 +236,7 @@ partitions = sa.Table(  # a topic's detector: its checkpoint, and its events' pl
 
 FeedItem = Any  # a Mention, or a tuple for the other kinds of entry (``Store.feed``)
 
-ENGINE_STATE = "engine"  # the engine_state row of the engine (replay --db and run share it)
+ENGINE_STATE = "engine"  # the engine_state row of a replay's engine (replay --db continues)
 
 UNSENT = ("pending", "sending")  # a delivery not sent yet; sending: a send was under way
 
@@ -281,6 +281,12 @@ class Store:
                              hint="e.g. sqlite:///stormwatch.db or "
                                   "postgresql+psycopg://user@host/db") from None
         if engine.dialect.name == "sqlite":
+            import sqlite3
+
+            if sqlite3.sqlite_version_info < (3, 35):
+                raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old (3.35 or later "
+                                 "is needed: UPDATE ... RETURNING)",
+                                 hint="use a newer Python build, or PostgreSQL")
             sa.event.listen(engine, "connect",
                             _sqlite_pragmas if durable else _sqlite_pragmas_scratch)
         elif engine.dialect.name != "postgresql":
@@ -293,6 +299,11 @@ class Store:
         elif migrate:
             store.migrate()
         return store
+
+    def upsert(self, table: sa.Table) -> Any:
+        """An INSERT of this dialect, with ``on_conflict_do_update`` / ``_do_nothing``."""
+        return (sqlite.insert(table) if self.dialect == "sqlite"
+                else postgresql.insert(table))
 
     def migrate(self) -> None:
         from monitor.migrations import upgrade
@@ -374,9 +385,16 @@ class Store:
         entries as tuples: ("engagement", thread id, topics, growth), ("clock", at),
         ("closed", rule, key, topic)."""
         with self._errors("reading the feed"), self.engine.connect() as conn:
-            ms = conn.execute(sa.select(mentions).where(mentions.c.seq > since)
+            # Up to the counter as committed now: every number at or below it is
+            # visible to the two reads after (each has its own snapshot on PostgreSQL;
+            # without the bound, the second could see a page the first did not).
+            top = conn.execute(sa.select(counters.c.value)
+                               .where(counters.c.name == "feed")).scalar() or 0
+            ms = conn.execute(sa.select(mentions).where(mentions.c.seq > since,
+                                                        mentions.c.seq <= top)
                               .order_by(mentions.c.seq).limit(limit)).all()
-            es = conn.execute(sa.select(feed_extra).where(feed_extra.c.seq > since)
+            es = conn.execute(sa.select(feed_extra).where(feed_extra.c.seq > since,
+                                                          feed_extra.c.seq <= top)
                               .order_by(feed_extra.c.seq).limit(limit)).all()
         horizon = min([rows[-1].seq for rows in (ms, es) if len(rows) == limit],
                       default=None)
@@ -400,9 +418,10 @@ class Store:
 
     def iter_mentions(self, *, since: float | None = None, until: float | None = None,
                       topic: str | None = None, until_seq: int | None = None,
-                      batch: int = 5000) -> Iterator[Mention]:
+                      latest: bool = False, batch: int = 5000) -> Iterator[Mention]:
         """Stored mentions in event-time order (``until_seq``: those the feed had
-        numbered by then, and those stored before it numbered any)."""
+        numbered by then, and those stored before it numbered any; ``latest``: with
+        their engagement as last refreshed, not as first counted)."""
         q = sa.select(mentions).order_by(mentions.c.created_at, mentions.c.id)
         if until_seq is not None:
             q = q.where(sa.or_(mentions.c.seq.is_(None), mentions.c.seq <= until_seq))
@@ -413,7 +432,7 @@ class Store:
         with self._errors("reading mentions"), self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=batch).execute(q)
             for row in result:
-                m = _mention_of(row._mapping)
+                m = _mention_of(row._mapping, latest=latest)
                 if topic is None or topic in m.topics:
                     yield m
 
@@ -429,17 +448,30 @@ class Store:
                                 .where(mentions.c.id.in_(list(chunk)))).all()
             for mid, thread, topics, raw in rows:
                 data = orjson.loads(raw) if raw else {}
-                old = data.get("metrics", {})
+                # "metrics" stay as counted (a detector reading the feed again sees the
+                # mention as it first did); the refreshed counts go in "latest"
+                old = data.get("latest") or data.get("metrics", {})
                 new = {**old, **chunk[mid]}
                 if new == old:
                     continue
-                data["metrics"] = new
+                data["latest"] = new
                 conn.execute(mentions.update().where(mentions.c.id == mid).values(
                     data=orjson.dumps(data, default=str).decode()))
                 growth = _engagement(new) - _engagement(old)
                 if growth > 0:
                     grown.append((thread, [t for t in topics.split(",") if t], growth))
         return grown
+
+    def active_threads(self, prefix: str, since: float, limit: int) -> list[str]:
+        """Threads under ``prefix`` (``bluesky:``) with a mention posted since ``since``,
+        the most recently active first (whose engagement a source refreshes)."""
+        last = sa.func.max(mentions.c.created_at)
+        q = (sa.select(mentions.c.thread_id)
+             .where(mentions.c.thread_id.startswith(prefix, autoescape=True),
+                    mentions.c.created_at >= since)
+             .group_by(mentions.c.thread_id).order_by(last.desc()).limit(limit))
+        with self._errors("reading mentions"), self.engine.connect() as conn:
+            return list(conn.execute(q).scalars())
 
     def known_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of these mention ids are stored already (dedup across restarts)."""
@@ -469,8 +501,7 @@ class Store:
     def add_volume(self, conn: Connection, source: str, n: int, at: float) -> None:
         """``n`` new mentions from ``source`` arrived at ``at`` (a flatline rule's count)."""
         bucket = float(int(at) // VOLUME_BUCKET * VOLUME_BUCKET)
-        ins = (sqlite.insert(source_volume) if self.dialect == "sqlite"
-               else postgresql.insert(source_volume))
+        ins = self.upsert(source_volume)
         conn.execute(ins.values(source=source, bucket=bucket, n=n).on_conflict_do_update(
             index_elements=["source", "bucket"], set_={"n": source_volume.c.n + n}))
 
@@ -599,8 +630,7 @@ class Store:
                      nth: int = 0) -> None:
         """A message to send; its key (incident, kind, event, channel[, nth]) is unique."""
         key = f"{incident_id}:{kind}:{event_id}:{channel}" + (f":{nth}" if nth else "")
-        ins = (sqlite.insert(deliveries) if self.dialect == "sqlite"
-               else postgresql.insert(deliveries))
+        ins = self.upsert(deliveries)
         conn.execute(ins.on_conflict_do_nothing(index_elements=["key"]).values(
             event_id=event_id, alert_id=alert_id, incident_id=incident_id, channel=channel,
             kind=kind, key=key, status="pending", attempts=0, next_at=due, created_at=now))
@@ -658,12 +688,15 @@ class Store:
 
     # -- the outbox ------------------------------------------------------------------
     def due_deliveries(self, now: float, limit: int, *, holder: str = "local",
-                       claim: float = 60.0) -> list[dict[str, Any]]:
+                       claim: float = 60.0, alive_within: float | None = None,
+                       ) -> list[dict[str, Any]]:
         """Unsent deliveries whose time has come, oldest first, each only when no earlier
         delivery of the same incident to the same channel is still unsent (in order),
         claimed for ``holder`` until ``now + claim``: other instances skip them (``FOR
         UPDATE SKIP LOCKED`` while claiming, the claim after). One left ``sending`` when
-        its claim ran out is in doubt: the process sending it died."""
+        its claim ran out is in doubt: the process sending it died. With
+        ``alive_within``, a claim also ends with its instance: one not seen for that long
+        (``instances``: the lease keeper's heartbeat) is dead, its claims anyone's."""
         d, d2 = deliveries, deliveries.alias("earlier")
         earlier = sa.exists().where(d2.c.incident_id == d.c.incident_id,
                                     d2.c.channel == d.c.channel,
@@ -678,7 +711,11 @@ class Store:
              .join(alert_events, alert_events.c.id == d.c.event_id)
              .join(alerts, alerts.c.id == d.c.alert_id)
              .where(d.c.status.in_(UNSENT), d.c.next_at <= now, ~earlier,
-                    sa.or_(d.c.claim_until.is_(None), d.c.claim_until < now))
+                    sa.or_(d.c.claim_until.is_(None), d.c.claim_until < now,
+                           *([d.c.claimed_by.not_in(
+                               sa.select(instances.c.name)
+                               .where(instances.c.seen_at >= now - alive_within))]
+                             if alive_within is not None else [])))
              .order_by(d.c.id).limit(limit)
              .with_for_update(of=d, skip_locked=True))
         with self._errors("claiming from the outbox"), self.engine.begin() as conn:
@@ -910,7 +947,7 @@ class Store:
                         ) -> AlertEvent | None:
         """Close a firing alert by hand: a ``resolved`` event saying who and why, planned
         for delivery (``plan``) in the same transaction. None when it is not firing. A
-        running daemon's engine learns of it at its next tick."""
+        running detectors learn of it from the feed."""
         with self.transaction() as conn:
             row = conn.execute(sa.select(alerts).where(alerts.c.id == alert_id)).first()
             if row is None:
@@ -980,7 +1017,7 @@ class Store:
         """Write a source's cursor and health (with the mentions of the same transaction)."""
         values: dict[str, Any] = {key: getattr(st, key) for key in SOURCE_HEALTH}
         values["cursor"] = orjson.dumps(st.cursor).decode() if st.cursor is not None else None
-        ins = sqlite.insert(sources) if self.dialect == "sqlite" else postgresql.insert(sources)
+        ins = self.upsert(sources)
         conn.execute(ins.values(name=st.name, **values).on_conflict_do_update(
             index_elements=["name"], set_=values))
 
@@ -990,7 +1027,7 @@ class Store:
         """Write a state snapshot; returns it serialised (a copy nothing else shares)."""
         blob = orjson.dumps(state)
         table = engine_state
-        ins = (sqlite.insert(table) if self.dialect == "sqlite" else postgresql.insert(table))
+        ins = self.upsert(table)
         conn.execute(ins.values(name=name, state=blob, updated_at=at).on_conflict_do_update(
             index_elements=["name"], set_={"state": blob, "updated_at": at}))
         return blob
@@ -999,8 +1036,7 @@ class Store:
                        at: float) -> None:
         """A detector's checkpoint: its state as of feed number ``seq``."""
         values = {"seq": seq, "state": state, "updated_at": at}
-        ins = (sqlite.insert(partitions) if self.dialect == "sqlite"
-               else postgresql.insert(partitions))
+        ins = self.upsert(partitions)
         conn.execute(ins.values(name=name, **values).on_conflict_do_update(
             index_elements=["name"], set_=values))
 
@@ -1039,12 +1075,16 @@ def _engagement(metrics: dict[str, Any]) -> int:
     return sum(v for v in metrics.values() if isinstance(v, int) and not isinstance(v, bool))
 
 
-def _mention_of(r: Any) -> Mention:
+def _mention_of(r: Any, *, latest: bool = False) -> Mention:
+    """A stored mention, with its engagement as counted (``latest``: as last refreshed)."""
     data = orjson.loads(r["data"]) if r["data"] else {}
+    metrics = data.get("metrics", {})
+    if latest and data.get("latest"):
+        metrics = {**metrics, **data["latest"]}
     return Mention(id=r["id"], text=r["text"], created_at=r["created_at"], source=r["source"],
                    thread_id=r["thread_id"], parent_id=r["parent_id"], author=r["author"],
                    url=r["url"], title=r["title"], topic=data.get("topic"), lang=r["lang"],
-                   author_followers=r["author_followers"], metrics=data.get("metrics", {}),
+                   author_followers=r["author_followers"], metrics=metrics,
                    extra=data.get("extra", {}),
                    topics=tuple(t for t in r["topics"].split(",") if t),
                    compound=r["compound"])

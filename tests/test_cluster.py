@@ -160,7 +160,7 @@ def test_two_instances_share_the_work_and_one_killed_loses_nothing(
         until(lambda: _migrated(pg_url), 60, "the first instance to migrate", logs)
         store = Store.open(pg_url)
         try:
-            names = 2 + 1 + len(FEEDS) + 2  # topics, reddit, feeds, the clock and retention
+            names = 2 + 1 + len(FEEDS) + 3  # topics, reddit, feeds; clock, retention, flatline
             until(lambda: len(holders(store)) == names and all(holders(store).values()),
                   60, "the first instance to take every lease", logs)
             b = start(cfg, logs[1])

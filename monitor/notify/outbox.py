@@ -59,19 +59,21 @@ class Channel(Protocol):
 class Outbox:
     def __init__(self, store: Store, channels: Mapping[str, Channel],
                  clock: Clock | None = None, *, routing: Routing | None = None,
-                 repeat: float = 0.0, holder: str = "local", claim: float = 60.0) -> None:
+                 repeat: float = 0.0, holder: str = "local", claim: float = 60.0,
+                 alive_within: float | None = None) -> None:
         """``holder``: this instance's name; a delivery it takes is claimed for ``claim``
-        seconds (other instances leave it alone), longer than any send may take."""
+        seconds (other instances leave it alone), longer than any send may take, or
+        until its instance is not seen alive for ``alive_within`` (it died mid-send)."""
         self.store, self.channels = store, dict(channels)
         self.clock = clock or SystemClock()
         self.routing, self.repeat = routing, repeat
-        self.holder, self.claim = holder, claim
+        self.holder, self.claim, self.alive_within = holder, claim, alive_within
 
     def deliver_due(self, limit: int = 10) -> int:
         """Send what is due; returns how many were sent."""
         sent = 0
         for row in self.store.due_deliveries(self.clock.now(), limit, holder=self.holder,
-                                             claim=self.claim):
+                                             claim=self.claim, alive_within=self.alive_within):
             if self._deliver(row):
                 sent += 1
         return sent

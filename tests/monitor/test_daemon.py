@@ -242,9 +242,11 @@ def test_refreshed_engagement_is_stored_and_counted_once(store: Store) -> None:
     until(lambda: len(src.polls) >= 3)
     d.stop()
     t.join(10)
-    [stored] = list(store.iter_mentions())
+    [stored] = list(store.iter_mentions(latest=True))  # as last refreshed
     likes = stored.metrics["likes"]
     assert stored.metrics["replies"] == 1 and likes >= 82
+    [counted] = list(store.iter_mentions())  # as first counted: what the feed re-reads
+    assert counted.metrics == {"likes": 2, "replies": 1}
     topic = engine(d).topics["all"]
     window = next(w for (_, fkey), w in topic.windows.items() if not fkey)
     assert window.n == 1 and window.eng == likes + 1  # each growth counted once

@@ -43,7 +43,7 @@ def history(store: Store, source: str, per_hour: int, days: int, *, today: bool)
 def flatline(store: Store, clock: FixedClock, holds: bool = True,
              leases: Leases | None = None) -> tuple[Flatline, Leases]:
     if leases is None:
-        leases = Leases(store, ["source:rss:news"] if holds else [], holder="me", clock=clock)
+        leases = Leases(store, ["job:flatline"] if holds else [], holder="me", clock=clock)
         leases.keep()
     return Flatline(store, load_rules([default_rules_path()]), leases, None, clock=clock), \
         leases
@@ -88,7 +88,7 @@ def test_a_source_without_history_or_usually_quiet_does_not_page(store: Store) -
     assert store.list_alerts() == []
 
 
-def test_a_source_this_instance_does_not_poll_is_left_to_its_holder(store: Store) -> None:
+def test_an_instance_without_the_flatline_job_leaves_it_to_its_holder(store: Store) -> None:
     history(store, "rss:news", 20, 7, today=False)
     fl, _ = flatline(store, FixedClock(NOW), holds=False)
     assert fl.evaluate(["rss:news"], lambda ev: None) == 0

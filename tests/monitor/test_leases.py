@@ -217,3 +217,23 @@ def test_two_outboxes_claim_each_delivery_once(tmp_path: Path) -> None:
     finally:
         store.close()
         next(gen, None)
+
+
+def test_a_claim_ends_with_its_instance(store: Store) -> None:
+    """A message claimed by an instance that is alive is left alone for the whole
+    claim; once that instance is not seen for a lease period, it is in doubt and the
+    next instance takes it (to look it up, or send it again)."""
+    clock = FixedClock(T)
+    a = Leases(store, ["topic:acme"], holder="a", period=30.0, clock=clock)
+    a.keep()                                            # a's heartbeat
+    with store.transaction() as conn:
+        Planner(Routing([Route("all", ("care",), "info")]), store, clock).record(
+            conn, [fired("reddit:t3_1", "acme")])
+    [row] = store.due_deliveries(T, 5, holder="a", claim=120, alive_within=30)
+    assert store.mark_sending(row["id"], T, holder="a", claim=120)
+    clock.advance(20)
+    a.keep()                                            # a is alive, mid-send
+    assert store.due_deliveries(T + 40, 5, holder="b", claim=120, alive_within=30) == []
+    # a died at T + 20: at T + 51 it has not been seen for more than a period
+    [taken] = store.due_deliveries(T + 51, 5, holder="b", claim=120, alive_within=30)
+    assert taken["id"] == row["id"] and taken["status"] == "sending"  # in doubt

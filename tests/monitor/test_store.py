@@ -228,3 +228,22 @@ def test_incidents_messages_chart_and_record_on_both_databases(store: Store) -> 
     sid = store.add_silence(rule=None, topic="acme", key=None, scope="thread",
                             starts_at=T0, ends_at=T0 + 99999, by="ana", comment="x")
     assert store.expire_silence(sid, T0 + 100)
+
+
+def test_the_feed_stops_at_the_counter_as_committed(store: Store) -> None:
+    """Two reads (mentions, other entries) see the feed up to the same number: the
+    counter as committed before them. An entry numbered past it (a page another
+    instance commits between the two reads) waits for the next read."""
+    from monitor.store import feed_extra
+
+    with store.transaction() as conn:
+        store.add_mentions(conn, mentions(3))                       # 1..3
+        store.add_clock(conn, T0 + 600)                             # 4
+    with store.transaction() as conn:  # as if committed between the two reads
+        conn.execute(feed_extra.insert().values(seq=9, kind="clock", at=T0 + 900))
+    got = store.feed(0)
+    assert [seq for seq, _ in got] == [1, 2, 3, 4]
+    assert got[3][1] == ("clock", T0 + 600)
+    with store.transaction() as conn:
+        store.next_seq(conn, 5)                                     # the counter reaches 9
+    assert [seq for seq, _ in store.feed(4)] == [9]
