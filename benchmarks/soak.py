@@ -53,9 +53,9 @@ from tests.fakes.tcpproxy import TcpProxy  # noqa: E402
 PG = os.environ.get("STORMWATCH_TEST_PG_URL",
                     "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 FEEDS = ("a", "b", "c", "d")
-WORDS = ["acme support was quick and kind", "acme app is slow today",
-         "loving the new acme release", "acme billing charged me twice, annoying",
-         "anyone else using acme for this?", "acme customer service never answers"]
+WORDS = ["{b} support was quick and kind", "{b} app is slow today",
+         "loving the new {b} release", "{b} billing charged me twice, annoying",
+         "anyone else using {b} for this?", "{b} customer service never answers"]
 ANGRY = "acme lost my refund again, this is terrible and I am furious"
 HOUR_BUSY = 3000
 
@@ -81,7 +81,9 @@ class Load:
         iso = iso.replace("+00:00", "Z")
         for k in range(per_tick_match + per_tick_noise):
             n = self._id()
-            text = WORDS[n % len(WORDS)] if k < per_tick_match else f"my cat did a thing {n}"
+            brand = "acme" if n % 2 else "globex"
+            text = (WORDS[n % len(WORDS)].format(b=brand) if k < per_tick_match
+                    else f"my cat did a thing {n}")
             did = f"did:plc:soak{n % 5000:05d}"
             self.js.add({"did": did, "time_us": int(now * 1e6) + k, "kind": "commit",
                          "commit": {"rev": f"r{n}", "operation": "create",
@@ -96,7 +98,7 @@ class Load:
         now = time.time()
         for _ in range(n):
             i = self._id()
-            self.reddit.state.add(comment(f"c{i:07d}", now, WORDS[i % len(WORDS)],
+            self.reddit.state.add(comment(f"c{i:07d}", now, WORDS[i % len(WORDS)].format(b="acme"),
                                           link=f"t3_bg{i % 40}", author=f"redditor{i % 3000}"))
             self.made["reddit"] += 1
 
@@ -114,7 +116,7 @@ class Load:
     def feed_entry(self) -> None:
         for f in FEEDS:
             i = self._id()
-            self.items[f].append((f"{f}-{i}", f"acme news item {i}",
+            self.items[f].append((f"{f}-{i}", f"{'acme' if i % 2 else 'globex'} news item {i}",
                                   time.strftime("%a, %d %b %Y %H:%M:%S +0000",
                                                 time.gmtime(time.time() - 5))))
             self.feeds.feeds[f"/{f}.xml"] = rss(f, self.items[f][-100:])
@@ -135,19 +137,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-# The shipped thread rule with a 10-minute window and a 2-minute resolve: the engine's
-# horizon (threads are kept twice the longest thread window) and the incidents (open
-# ones keep their topic's mentions from retention) fit a 20-minute run, so it can show
-# memory and the database levelling off. With the shipped rules (30 min windows,
-# 1 h resolve) the same happens, an hour later.
+# The shipped thread rule with a 5-minute window and a 1-minute resolve: the engine's
+# horizon (a thread is kept twice the longest thread window, 11 minutes here) fits a
+# 20-minute run, so it can show memory levelling off after it. With the shipped rules
+# (30-minute windows) the same happens after an hour. Half the chatter is about a second
+# brand, globex, that has no incident: acme's open incidents keep its mentions from
+# retention (their charts), globex's go after `--keep`.
 RULES = """rules:
   - name: negative-thread-taking-off
     scope: thread
-    window: 10m
+    window: 5m
     when: {mentions: ">= 25", unique_authors: ">= 15", negative_share: ">= 0.35",
            sentiment: "<= 0", top_author_share: "<= 0.3"}
     severity: warning
-    resolve_after: 2m
+    resolve_after: 1m
     realert: 1h
     annotations: {summary: "Negative thread taking off: {mentions} replies in {window}"}
   - name: source-gone-quiet
@@ -170,6 +173,7 @@ rules: [{rules}]
 run: {{health: "127.0.0.1:0", lease: 10s, keep_mentions: {keep}}}
 topics:
   acme: {{terms: [acme]}}
+  globex: {{terms: [globex]}}
 sources:
   reddit:
     client_id: {CLIENT_ID}
@@ -230,7 +234,7 @@ def main() -> None:
             (0.70 + 10 / span, "PostgreSQL is back", pg.up),
         ]
         samples: list[tuple[float, int, float]] = []
-        sizes: list[tuple[float, int, float]] = []
+        sizes: list[tuple[float, int, int, float]] = []
         threads: list[threading.Thread] = []
         next_angry, k, tick = 30.0, 0, 0
         try:
@@ -255,7 +259,7 @@ def main() -> None:
                     act()
                 if tick % 50 == 0:
                     samples.append((elapsed, rss_kb(proc.pid), cpu_seconds(proc.pid)))
-                if tick % 1500 == 0:  # every 5 minutes: the database's size
+                if tick % 750 == 0:  # every 2.5 minutes: the database's size
                     sizes.append((elapsed, *_size(admin, schema)))
                 time.sleep(max(0.0, t0 + tick * 0.2 - time.monotonic()))
             load.stop.set()
@@ -287,18 +291,23 @@ def main() -> None:
         wal = c.execute(sa.text("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), :a)"),
                         {"a": wal0}).scalar_one()
         c.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-    warm = [s for s in samples if s[0] >= 120] or samples
-    print(f"memory (RSS): {warm[0][1] / 1024:.0f} MiB after warm-up (2 min), "
-          f"{rss_end / 1024:.0f} MiB at the end ({rss_end / warm[0][1]:.2f}x), "
-          f"max {max(s[1] for s in samples) / 1024:.0f} MiB")
+    warm = [x for x in samples if x[0] >= 0.6 * span] or samples  # past the horizon
+    print(f"memory (RSS): {samples[0][1] / 1024:.0f} MiB at {samples[0][0]:.0f} s, "
+          f"{warm[0][1] / 1024:.0f} MiB after warm-up ({warm[0][0] / 60:.0f} min: past "
+          f"the engine's 11-minute horizon), {rss_end / 1024:.0f} MiB at the end "
+          f"({rss_end / warm[0][1]:.2f}x), max {max(x[1] for x in samples) / 1024:.0f} MiB")
+    marks = [x for x in samples if int(x[0]) % 300 < 10]  # one sample every 5 minutes
+    print("memory by time: " + ", ".join(f"{t / 60:.0f} min {kb / 1024:.0f} MiB"
+                                         for t, kb, _ in marks))
     print(f"CPU: {cpu:.0f} s for {check['stored']} mentions stored = "
           f"{cpu / check['stored'] * 1000:.2f} s per 1,000 (and "
           f"{check['noise']:,} other posts read and dropped)")
     print(f"database: {check['rows']} mention rows kept, {check['mb']:.1f} MB of mentions "
           f"table at the end; {float(wal) / 1e6 / (span / 3600):,.0f} MB of WAL written per "
           f"hour (the whole server's)")
-    print("database size: " + ", ".join(f"{t / 60:.0f} min: {n:,} mentions, {mb:.1f} MB"
-                                         for t, n, mb in sizes))
+    print("database size: " + ", ".join(
+        f"{t / 60:.0f} min: {n:,} mentions ({g:,} globex), {mb:.1f} MB"
+        for t, n, g, mb in sizes))
     for line in check["report"]:
         print(line)
     ok = check["ok"]
@@ -307,15 +316,17 @@ def main() -> None:
     sys.exit(0 if ok else 1)
 
 
-def _size(admin: Any, schema: str) -> tuple[int, float]:
-    """Mentions kept, and the MB all of the schema's tables and indexes take."""
+def _size(admin: Any, schema: str) -> tuple[int, int, float]:
+    """Mentions kept (all, globex's), and the MB the schema's tables and indexes take."""
     with admin.connect() as c:
         n = c.execute(sa.text(f"SELECT count(*) FROM {schema}.mentions")).scalar_one()
+        g = c.execute(sa.text(f"SELECT count(*) FROM {schema}.mentions "
+                              "WHERE topics = 'globex'")).scalar_one()
         mb = c.execute(sa.text(
             "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = :s AND c.relkind = 'r'"), {"s": schema}).scalar_one()
-    return int(n), float(mb) / 1e6
+    return int(n), int(g), float(mb) / 1e6
 
 
 def _settle(store: Store, load: Load, slack: FakeSlackApi, deadline: float) -> dict[str, Any]:
