@@ -226,7 +226,7 @@ def test_stormwatch_run_stores_what_the_network_posts(network: dict[str, Any],
         def likes() -> int:
             s = Store.open(f"sqlite:///{db}")
             try:
-                got = {m.id: m for m in s.iter_mentions()}
+                got = {m.id: m for m in s.iter_mentions(latest=True)}
             finally:
                 s.close()
             return got[f"bluesky:{first['uri']}"].metrics.get("likes", 0)
