@@ -6,6 +6,7 @@ import os
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -34,6 +35,24 @@ def pg_store_url() -> Iterator[str]:
     with admin.begin() as c:
         c.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
     admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> Iterator[Any]:
+    """A migrated store on SQLite, and again on PostgreSQL (a fresh schema). A module
+    with a ``store`` fixture of its own uses that one instead."""
+    from monitor.store import Store
+
+    if request.param == "sqlite":
+        s = Store.open(f"sqlite:///{tmp_path}/t.db")
+        yield s
+        s.close()
+        return
+    gen = pg_store_url()
+    s = Store.open(next(gen))
+    yield s
+    s.close()
+    next(gen, None)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ lost its lease cannot commit over its successor."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,20 +24,6 @@ from tests.conftest import pg_store_url
 T = 1_714_560_000.0
 NAMES = ["source:reddit", "source:rss:a", "source:rss:b", "topic:acme", "topic:globex",
          "topic:initech", "topic:umbrella"]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store.open(f"sqlite:///{tmp_path}/l.db")
-        yield s
-        s.close()
-        return
-    gen = pg_store_url()
-    s = Store.open(next(gen))
-    yield s
-    s.close()
-    next(gen, None)
 
 
 def instance(store: Store, name: str, clock: FixedClock) -> Leases:

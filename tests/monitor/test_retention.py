@@ -3,32 +3,12 @@ thread with an open alert, or one an open incident's chart draws."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from monitor.models import AlertEvent, Mention
 from monitor.retention import prune
 from monitor.store import Store
-from tests.conftest import pg_store_url
 
 DAY = 86400.0
 NOW = 1_714_560_000.0 + 100 * DAY
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store.open(f"sqlite:///{tmp_path}/r.db")
-        yield s
-        s.close()
-        return
-    gen = pg_store_url()
-    s = Store.open(next(gen))
-    yield s
-    s.close()
-    next(gen, None)
 
 
 def mention(i: int, age_days: float, thread: str = "reddit:t3_x",

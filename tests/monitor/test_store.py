@@ -1,6 +1,5 @@
 """The store on SQLite and on PostgreSQL: migrations, idempotent mentions, alerts, state."""
 
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -8,21 +7,7 @@ import sqlalchemy as sa
 from monitor.errors import StoreError
 from monitor.models import AlertEvent, Mention
 from monitor.store import Store
-from tests.conftest import T0, pg_store_url
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, tmp_path: str) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store.open(f"sqlite:///{tmp_path}/t.db")
-        yield s
-        s.close()
-        return
-    gen = pg_store_url()
-    s = Store.open(next(gen))
-    yield s
-    s.close()
-    next(gen, None)
+from tests.conftest import T0
 
 
 def mentions(n: int) -> list[Mention]:
