@@ -2,21 +2,24 @@
 faults, against local peers: Reddit (HTTP, the API's JSON), Bluesky (a Jetstream
 websocket), four RSS feeds, Slack's Web API, and PostgreSQL behind a TCP proxy.
 
-A busy brand is about 3,000 mentions an hour; this plays about ten times that, all of
-it naming the brand: ~5/s Bluesky posts (plus 20/s posts about other things, which
-the daemon reads and drops), ~2/s Reddit comments, ~1.3/s feed entries, and every
-150 s an angry thread (30 furious replies from 30 people in a minute) that must page
-once. Faults, spread over the run: Reddit answers 500 to a burst of requests, a feed
-answers 503, the Jetstream connection is cut, Slack is down for 90 s, and PostgreSQL
-goes away for 10 s (every connection cut and refused: a restart as the client sees it).
+A busy brand is about 3,000 mentions an hour; this plays about ten times that, all of it
+naming the brand: ~5/s Bluesky posts (plus 20/s posts about other things, which the
+daemon reads and drops), ~2/s Reddit comments, ~1.3/s feed entries, and every ten
+minutes (``--angry-every``) an angry thread (30 furious replies from 30 people in a
+minute) that must page once; its incident closes before the next one starts. Faults,
+spread over the run: Reddit answers 500 to a burst of requests, a feed answers 503, the
+Jetstream connection is cut, Slack is down for 90 s, and PostgreSQL goes away for 10 s
+(every connection cut and refused: a restart as the client sees it).
 
-Measured: memory (RSS) of the daemon after warm-up and at the end, its CPU time per
-1,000 mentions, and the database; checked: every mention stored and counted once
-(stored per source = generated per source; detector totals = stored), one ``fired``
-alert per angry thread and none twice, every message sent once (Slack's message keys).
+Measured: memory (RSS) of the daemon by time and its CPU time per 1,000 mentions, and
+the mentions kept; judged: memory and the mentions kept are flat after warm-up (the
+second half's peak within 10% of the first's, in runs of 40 minutes or more); checked:
+every mention stored and counted once (stored per source = generated per source;
+detector totals = stored), one ``fired`` alert per angry thread and none twice, every
+message sent once (Slack's message keys).
 
     python benchmarks/soak.py                      # 10 minutes on the local PostgreSQL
-    python benchmarks/soak.py --minutes 20 --keep 10m   # the README's figures
+    python benchmarks/soak.py --minutes 60 --keep 10m   # the README's figures
     STORMWATCH_TEST_PG_URL=postgresql+psycopg://... python benchmarks/soak.py
 """
 
@@ -197,6 +200,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--keep", default="90d", help="run.keep_mentions (e.g. 10m)")
+    ap.add_argument("--angry-every", type=float, default=600.0, metavar="SECONDS",
+                    help="seconds between angry threads (600: each incident closes before "
+                         "the next, so retention can prune both brands)")
+    ap.add_argument("--trace", metavar="DIR",
+                    help="run the daemon under tracemalloc and write a snapshot to DIR every "
+                         "5 minutes (to find what grows; CPU figures are then not comparable)")
     args = ap.parse_args()
     span = args.minutes * 60
 
@@ -207,6 +216,10 @@ def main() -> None:
     url = make_url(PG)
     with admin.connect() as c:
         wal0 = c.execute(sa.text("SELECT pg_current_wal_lsn()")).scalar_one()
+        autovacuum = c.execute(sa.text("SHOW autovacuum")).scalar_one() == "on"
+    if not autovacuum:  # Stormwatch relies on it, as every PostgreSQL deployment does
+        print("this PostgreSQL server has autovacuum off: the soak vacuums its tables "
+              "every 2.5 minutes in its place", flush=True)
     work = tempfile.mkdtemp(prefix="stormwatch-soak-")
     log_path = os.path.join(work, "daemon.log")
     with FakeReddit() as reddit, LiveJetstream() as js, FeedServer() as feeds, \
@@ -219,8 +232,7 @@ def main() -> None:
         cfg = os.path.join(work, "soak.yaml")
         config(cfg, db, reddit, js, feeds, slack, args.keep)
         with open(log_path, "wb") as log:  # the child keeps its own descriptor
-            proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", cfg],
-                                    stdout=log, stderr=log, cwd=ROOT)
+            proc = subprocess.Popen(_daemon(cfg, args.trace), stdout=log, stderr=log, cwd=ROOT)
         t0 = time.monotonic()
         faults: list[tuple[float, str, Any]] = [
             (0.15, "Reddit answers 500 to 6 requests",
@@ -252,7 +264,7 @@ def main() -> None:
                     t = threading.Thread(target=load.angry_thread, args=(k, 60.0))
                     t.start()
                     threads.append(t)
-                    next_angry += 150
+                    next_angry += args.angry_every
                 while faults and elapsed >= faults[0][0] * span:
                     _, what, act = faults.pop(0)
                     print(f"{elapsed:6.0f} s  fault: {what}", flush=True)
@@ -260,6 +272,8 @@ def main() -> None:
                 if tick % 50 == 0:
                     samples.append((elapsed, rss_kb(proc.pid), cpu_seconds(proc.pid)))
                 if tick % 750 == 0:  # every 2.5 minutes: the database's size
+                    if not autovacuum:
+                        _vacuum(admin, schema)
                     sizes.append((elapsed, *_size(admin, schema)))
                 time.sleep(max(0.0, t0 + tick * 0.2 - time.monotonic()))
             load.stop.set()
@@ -291,14 +305,12 @@ def main() -> None:
         wal = c.execute(sa.text("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), :a)"),
                         {"a": wal0}).scalar_one()
         c.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-    warm = [x for x in samples if x[0] >= 0.6 * span] or samples  # past the horizon
-    print(f"memory (RSS): {samples[0][1] / 1024:.0f} MiB at {samples[0][0]:.0f} s, "
-          f"{warm[0][1] / 1024:.0f} MiB after warm-up ({warm[0][0] / 60:.0f} min: past "
-          f"the engine's 11-minute horizon), {rss_end / 1024:.0f} MiB at the end "
-          f"({rss_end / warm[0][1]:.2f}x), max {max(x[1] for x in samples) / 1024:.0f} MiB")
-    marks = [x for x in samples if int(x[0]) % 300 < 10]  # one sample every 5 minutes
-    print("memory by time: " + ", ".join(f"{t / 60:.0f} min {kb / 1024:.0f} MiB"
-                                         for t, kb, _ in marks))
+    mem = [(t, kb / 1024) for t, kb, _ in samples]
+    print(f"memory (RSS): {mem[0][1]:.0f} MiB at {mem[0][0]:.0f} s, {rss_end / 1024:.0f} MiB "
+          f"at the end (after settling), max {max(m for _, m in mem):.0f} MiB")
+    marks = [x for x in mem if int(x[0]) % 300 < 10]  # one sample every 5 minutes
+    print("memory by time: " + ", ".join(f"{t / 60:.0f} min {m:.0f} MiB" for t, m in marks))
+    flat_mem = _flat("memory (RSS, MiB)", mem, span)
     print(f"CPU: {cpu:.0f} s for {check['stored']} mentions stored = "
           f"{cpu / check['stored'] * 1000:.2f} s per 1,000 (and "
           f"{check['noise']:,} other posts read and dropped)")
@@ -306,14 +318,71 @@ def main() -> None:
           f"table at the end; {float(wal) / 1e6 / (span / 3600):,.0f} MB of WAL written per "
           f"hour (the whole server's)")
     print("database size: " + ", ".join(
-        f"{t / 60:.0f} min: {n:,} mentions ({g:,} globex), {mb:.1f} MB"
+        f"{t / 60:.0f} min: {n:,} mentions (acme {n - g:,}, globex {g:,}), {mb:.1f} MB"
         for t, n, g, mb in sizes))
+    flat_db = (_flat("mentions kept (rows)", [(t, n) for t, n, _, _ in sizes], span),
+               _flat("database (MB)", [(t, mb) for t, _, _, mb in sizes], span))
     for line in check["report"]:
         print(line)
-    ok = check["ok"]
+    ok = check["ok"] and flat_mem is not False and False not in flat_db
     print("PASS" if ok else "FAIL")
     print(f"daemon log: {log_path}")
     sys.exit(0 if ok else 1)
+
+
+# Under --trace: the daemon is started by a few lines that take a tracemalloc snapshot
+# every 5 minutes (compare two with `python -m tracemalloc`-style code, see README).
+TRACED = """
+import os, runpy, sys, threading, tracemalloc
+tracemalloc.start(12)
+out = sys.argv.pop(1)
+def dump():
+    k = 0
+    while True:
+        threading.Event().wait(300)
+        k += 1
+        tracemalloc.take_snapshot().dump(os.path.join(out, f"snap{k:03d}.bin"))
+threading.Thread(target=dump, daemon=True).start()
+sys.argv[0] = "stormwatch"
+runpy.run_module("monitor", run_name="__main__", alter_sys=True)
+"""
+
+
+def _daemon(cfg: str, trace: str | None) -> list[str]:
+    if trace is None:
+        return [sys.executable, "-m", "monitor", "run", "--config", cfg]
+    os.makedirs(trace, exist_ok=True)
+    return [sys.executable, "-c", TRACED, trace, "run", "--config", cfg]
+
+
+WARM_UP = 20 * 60  # the engine's horizon (11 min here) and a sweep of idle threads (10)
+GROWTH = 1.10      # the later half may peak at most 10% above the earlier half
+
+
+def _flat(what: str, points: list[tuple[float, float]], span: float) -> bool | None:
+    """Flat after warm-up: the peak in the second half of what follows the warm-up is
+    at most ``GROWTH`` times the peak in its first half (sawtooth-proof: retention and
+    the engine's sweeps go in steps). None when the run is too short to tell."""
+    if span < 2 * WARM_UP:
+        print(f"{what}: a run under {2 * WARM_UP / 60:.0f} min is too short to judge "
+              "flatness after warm-up")
+        return None
+    mid = (WARM_UP + span) / 2
+    early = max(v for t, v in points if WARM_UP <= t < mid)
+    late = max(v for t, v in points if t >= mid)
+    flat = late <= GROWTH * early
+    print(f"{what}: peak {early:,.1f} from {WARM_UP / 60:.0f} to {mid / 60:.0f} min, "
+          f"{late:,.1f} from {mid / 60:.0f} min to the end ({late / early:.2f}x): "
+          f"{'flat' if flat else 'GROWING'}")
+    return flat
+
+
+def _vacuum(admin: Any, schema: str) -> None:
+    """What autovacuum does: dead rows' space made reusable (plain VACUUM, no lock)."""
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        for table in c.execute(sa.text("SELECT tablename FROM pg_tables WHERE schemaname = :s"),
+                               {"s": schema}).scalars().all():
+            c.execute(sa.text(f'VACUUM {schema}."{table}"'))
 
 
 def _size(admin: Any, schema: str) -> tuple[int, int, float]:

@@ -3,11 +3,14 @@
 VADER is the inherent cost of the pipeline (about 100 us for a tweet-sized post), so the
 scorer caches by text (cross-posts, retweets and bots repeat themselves) and scores at
 most the first ``MAX_CHARS`` characters of a post: the opening of a 100 KB rant carries
-its tone, and a hostile megabyte must not stall the engine.
+its tone, and a hostile megabyte must not stall the engine. The cache keeps a 16-byte
+digest of what was scored, not the text: its memory is bounded by its entries, whatever
+the posts' size.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -30,19 +33,21 @@ class SentimentScorer:
 
     def __init__(self, cache_size: int = CACHE_SIZE) -> None:
         self._polarity: Any = None  # VADER's lexicon loads on first use (a replay scores
-        self._cache: OrderedDict[str, float] = OrderedDict()  # in a worker instead)
+        self._cache: OrderedDict[bytes, float] = OrderedDict()  # in a worker instead)
         self._cache_size = cache_size
 
     def score(self, text: str) -> float:
+        text = text[:MAX_CHARS]
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         cache = self._cache
-        value = cache.get(text)
+        value = cache.get(key)
         if value is not None:
-            cache.move_to_end(text)
+            cache.move_to_end(key)
             return value
         if self._polarity is None:
             self._polarity = SentimentIntensityAnalyzer().polarity_scores
-        value = float(self._polarity(text[:MAX_CHARS])["compound"]) if text else 0.0
-        cache[text] = value
+        value = float(self._polarity(text)["compound"]) if text else 0.0
+        cache[key] = value
         if len(cache) > self._cache_size:
             cache.popitem(last=False)
         return value
